@@ -1,0 +1,1 @@
+"""Management API (SWR v2 compatible) and its authentication."""

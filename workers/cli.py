@@ -1,0 +1,63 @@
+"""``registry-workers``: run a role, or migrate the database.
+
+::
+
+    registry-workers [--config PATH] up                      # everything in one process
+    registry-workers [--config PATH] api                     # ingress + management API
+    registry-workers [--config PATH] worker [--kinds K,...]  # consumers
+    registry-workers [--config PATH] scheduler               # schedule dispatcher
+    registry-workers [--config PATH] migrate                 # apply database migrations
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from workers import __version__
+from workers.bootstrap import ensure_credentials
+from workers.config import ConfigError, load_settings
+from workers.logs import configure_logging
+from workers.roles import RoleOptions, run_role
+from workers.topology import WORKER_KINDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="YAML configuration file (default: $RW_CONFIG)")
+    parser = argparse.ArgumentParser(prog="registry-workers", description=__doc__.splitlines()[0], parents=[common])
+    parser.add_argument("--version", action="version", version=f"registry-workers {__version__}")
+    sub = parser.add_subparsers(dest="role", required=True, metavar="ROLE")
+    sub.add_parser("up", parents=[common], help="API, ingress, workers and scheduler in one process")
+    sub.add_parser("api", parents=[common], help="ingress and management API")
+    worker = sub.add_parser("worker", parents=[common], help="Kafka consumers")
+    worker.add_argument(
+        "--kinds", default="", help=f"comma-separated worker kinds (default: all of {', '.join(WORKER_KINDS)})"
+    )
+    sub.add_parser("scheduler", parents=[common], help="dispatch scheduled jobs")
+    sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.log_level)
+        if args.role in ("up", "api"):
+            settings = ensure_credentials(settings)
+        kinds = [k.strip() for k in getattr(args, "kinds", "").split(",") if k.strip()]
+        asyncio.run(run_role(settings, RoleOptions(role=args.role, worker_kinds=kinds)))
+    except ConfigError as exc:
+        print(f"registry-workers: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        logging.getLogger("workers").exception("registry-workers %s failed", args.role)
+        return 1
+    return 0
+

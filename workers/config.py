@@ -1,0 +1,245 @@
+"""Configuration, resolved once at start-up.
+
+Sources, later wins: built-in defaults → the YAML file (``--config PATH`` or ``RW_CONFIG``) →
+``RW_*`` environment variables. The result is a frozen ``Settings`` passed down to every role;
+no other module reads the environment. Invalid configuration raises ``ConfigError`` with one
+message naming the offending key, e.g. ``RW_LISTEN (listen): expected HOST:PORT``.
+
+Every setting is listed in ``ENV_KEYS`` (environment name → YAML path) and in the README table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REGION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegionSettings(_Frozen):
+    """A registry this service reads from or replicates to."""
+
+    registry: str
+    username: str | None = None
+    password: str | None = None
+    insecure: bool = False
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class KafkaSettings(_Frozen):
+    """Broker connection and topic layout."""
+
+    bootstrap: str = ""
+    idempotence: bool | None = None  # None: on for a real broker, off for the bundled one
+    topic_prefix: str = "registry-workers"
+    partitions: int = Field(default=12, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    request_timeout_ms: int = Field(default=10_000, ge=500)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+
+    @property
+    def bundled(self) -> bool:
+        return not self.bootstrap
+
+    def producer_idempotence(self) -> bool:
+        return (not self.bundled) if self.idempotence is None else self.idempotence
+
+
+class WorkerSettings(_Frozen):
+    """Tunables of the consumer runtime shared by every worker kind."""
+
+    max_batch: int = Field(default=500, ge=1, le=100_000)
+    max_buffered_per_partition: int = Field(default=2_000, ge=1)
+    commit_interval_ms: int = Field(default=500, ge=10)
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+
+
+class Settings(_Frozen):
+    """Everything a role needs, validated."""
+
+    listen: str = "127.0.0.1:8080"
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    region: str = "region-a"
+    ingress_token: str | None = None
+    admin_access_key: str | None = None
+    admin_secret_key: str | None = None
+    project_id: str = "default"
+    instance_id: str = "local"
+    ingress_max_body: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    regions: dict[str, RegionSettings] = Field(default_factory=dict)
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    history_retention_days: int = Field(default=7, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_id(cls, value: str) -> str:
+        if not REGION_ID.match(value):
+            raise ValueError("expected a lowercase region id such as region-a")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _region_ids(cls, value: dict[str, RegionSettings]) -> dict[str, RegionSettings]:
+        for name in value:
+            if not REGION_ID.match(name):
+                raise ValueError(f"region id {name!r} must be lowercase letters, digits and '-'")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        if value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("expected postgresql+asyncpg://..., postgresql://... or sqlite+aiosqlite:///PATH")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            path = (self.data_dir / "registry-workers.db").resolve()
+            object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{path}")
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def local_registry(self) -> RegionSettings | None:
+        """The registry whose notifications arrive at this ingress, when configured."""
+        return self.regions.get(self.region)
+
+
+# Environment variable → dotted path in the YAML document.
+ENV_KEYS: dict[str, str] = {
+    "RW_LISTEN": "listen",
+    "RW_DATA_DIR": "data_dir",
+    "RW_DATABASE_URL": "database_url",
+    "RW_REGION": "region",
+    "RW_INGRESS_TOKEN": "ingress_token",
+    "RW_ADMIN_ACCESS_KEY": "admin_access_key",
+    "RW_ADMIN_SECRET_KEY": "admin_secret_key",
+    "RW_PROJECT_ID": "project_id",
+    "RW_INSTANCE_ID": "instance_id",
+    "RW_INGRESS_MAX_BODY": "ingress_max_body",
+    "RW_LOG_LEVEL": "log_level",
+    "RW_HISTORY_RETENTION_DAYS": "history_retention_days",
+    "RW_KAFKA_BOOTSTRAP": "kafka.bootstrap",
+    "RW_KAFKA_IDEMPOTENCE": "kafka.idempotence",
+    "RW_KAFKA_TOPIC_PREFIX": "kafka.topic_prefix",
+    "RW_KAFKA_PARTITIONS": "kafka.partitions",
+    "RW_KAFKA_REPLICATION_FACTOR": "kafka.replication_factor",
+    "RW_KAFKA_SESSION_TIMEOUT_MS": "kafka.session_timeout_ms",
+    "RW_KAFKA_HEARTBEAT_INTERVAL_MS": "kafka.heartbeat_interval_ms",
+    "RW_KAFKA_MAX_POLL_INTERVAL_MS": "kafka.max_poll_interval_ms",
+    "RW_WORKER_MAX_BATCH": "worker.max_batch",
+    "RW_WORKER_MAX_BUFFERED": "worker.max_buffered_per_partition",
+    "RW_WORKER_COMMIT_INTERVAL_MS": "worker.commit_interval_ms",
+    "RW_WORKER_DRAIN_TIMEOUT_S": "worker.drain_timeout_s",
+}
+
+
+def load_settings(config_path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve the settings once. Called by the CLI before any role starts.
+
+    Raises ``ConfigError`` naming the key when the file is unreadable or a value is invalid.
+    """
+    env = os.environ if environ is None else environ
+    path = config_path or env.get("RW_CONFIG") or None
+    document = _read_yaml(Path(path)) if path else {}
+    for env_name, dotted in ENV_KEYS.items():
+        if env_name in env:
+            _set_dotted(document, dotted, env[env_name])
+    try:
+        return Settings.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"RW_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"RW_CONFIG: {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"RW_CONFIG: {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _set_dotted(document: dict[str, Any], dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = document
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[leaf] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    dotted = ".".join(str(part) for part in error["loc"])
+    env_name = next((name for name, key in ENV_KEYS.items() if key == dotted), None)
+    key = f"{env_name} ({dotted})" if env_name else dotted
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"invalid configuration: {key}: {message}{suffix}"

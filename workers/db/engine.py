@@ -1,0 +1,63 @@
+"""Engine and session set-up, and the database errors that count as transient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# Retried by tenacity (workers.runtime.retry); anything else is a bug or invalid data.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # pool checkout timed out
+    ConnectionError,
+    OSError,
+)
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine for Postgres (asyncpg) or SQLite (aiosqlite). Called once per process."""
+    if database_url.startswith("sqlite"):
+        return _sqlite_engine(database_url)
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"timeout": 5, "command_timeout": 60},
+    )
+
+
+def _sqlite_engine(database_url: str) -> AsyncEngine:
+    path = database_url.split(":///", 1)[1] if ":///" in database_url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(database_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets the API read while a worker writes; busy_timeout waits instead of failing.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """One ``AsyncSession`` per unit of work; objects stay readable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Round-trip ``SELECT 1``; raises one of ``TRANSIENT_DB_ERRORS`` when unreachable."""
+    async with engine.connect() as connection:
+        await connection.exec_driver_sql("SELECT 1")

@@ -1,0 +1,1 @@
+"""The internal image event and the normalisers that produce it from registry payloads."""

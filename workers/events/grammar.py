@@ -1,0 +1,45 @@
+"""The OCI distribution-spec grammar for names, tags and digests.
+
+Checked at the ingress and the API so that nothing malformed reaches Kafka or Postgres.
+Patterns are anchored and free of nested quantifiers over overlapping classes, so they run in
+linear time on any input.
+"""
+
+from __future__ import annotations
+
+import re
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+REPOSITORY_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+$")
+SHA256_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+MAX_NAME_LENGTH = 255
+
+# Docker Hub's convention: a single-segment repository lives in the "library" namespace.
+DEFAULT_NAMESPACE = "library"
+
+
+def is_repository_name(value: str) -> bool:
+    return len(value) <= MAX_NAME_LENGTH and REPOSITORY_NAME.match(value) is not None
+
+
+def is_tag(value: str) -> bool:
+    return TAG.match(value) is not None
+
+
+def is_digest(value: str) -> bool:
+    if not DIGEST.match(value):
+        return False
+    return not value.startswith("sha256:") or SHA256_DIGEST.match(value) is not None
+
+
+def split_repository(name: str) -> tuple[str, str]:
+    """Split a registry repository name into the SWR (namespace, repository) pair."""
+    namespace, sep, rest = name.partition("/")
+    return (namespace, rest) if sep else (DEFAULT_NAMESPACE, name)
+
+
+def api_repository(path_value: str) -> str:
+    """The repository part of an SWR API path: ``$`` stands for ``/`` (``a$b`` is ``a/b``)."""
+    return path_value.replace("$", "/")

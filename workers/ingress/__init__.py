@@ -1,0 +1,1 @@
+"""The ingress: registry notifications in, image events on Kafka out."""

@@ -1,0 +1,127 @@
+"""Decide how a batch of image events changes the inventory. Pure: no I/O.
+
+``fold_events`` collapses an ordered batch into at most one write per artifact row, so the
+store can apply a whole batch with a handful of set-based statements:
+
+- a tagged manifest push writes the tag row and the manifest digest row;
+- a tagless push writes a manifest digest row (a child of an index) or a blob row;
+- a delete with a tag marks that tag deleted; a delete of a digest marks the digest row
+  and, in the store, every tag that still points at it (Distribution deletes by digest);
+- a pull only moves ``pulled_at`` forward.
+
+Within a batch the last push or delete of a row wins; across batches the store compares
+``event_at`` so that a late duplicate never overwrites newer state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from workers.events.model import Action, ArtifactKind, ImageEvent
+
+RowKey = tuple[str, str, str]  # (region, name, ref)
+
+
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """The state one artifact row should have after a push or delete."""
+
+    region: str
+    name: str
+    namespace: str
+    repository: str
+    ref: str
+    kind: str  # "tag" | "manifest" | "blob"
+    tag: str | None
+    digest: str | None
+    media_type: str | None
+    size: int | None
+    event_at: datetime
+    deleted: bool
+
+    @property
+    def key(self) -> RowKey:
+        return (self.region, self.name, self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestDeletion:
+    """Every tag still pointing at ``digest`` becomes deleted (unless pushed after ``at``)."""
+
+    region: str
+    name: str
+    digest: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class InventoryChanges:
+    writes: dict[RowKey, RowWrite] = field(default_factory=dict)
+    digest_deletions: list[DigestDeletion] = field(default_factory=list)
+    pulls: dict[RowKey, datetime] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.digest_deletions or self.pulls)
+
+
+def fold_events(events: Iterable[ImageEvent]) -> InventoryChanges:
+    """Collapse ordered events into the row writes that reproduce their final effect."""
+    changes = InventoryChanges()
+    for event in events:
+        if event.action is Action.PULL:
+            _fold_pull(changes, event)
+        elif event.action is Action.PUSH:
+            for write in _push_writes(event):
+                changes.writes[write.key] = write
+        else:
+            _fold_delete(changes, event)
+    return changes
+
+
+def _push_writes(event: ImageEvent) -> list[RowWrite]:
+    writes = []
+    if event.digest:
+        kind = "manifest" if event.kind is ArtifactKind.MANIFEST else "blob"
+        writes.append(_write(event, ref=event.digest, kind=kind, tag=None, deleted=False))
+    if event.tag:
+        writes.append(_write(event, ref=event.tag, kind="tag", tag=event.tag, deleted=False))
+    return writes
+
+
+def _fold_delete(changes: InventoryChanges, event: ImageEvent) -> None:
+    if event.tag:
+        write = _write(event, ref=event.tag, kind="tag", tag=event.tag, deleted=True)
+        changes.writes[write.key] = write
+        return
+    if event.digest:
+        kind = "manifest" if event.kind is ArtifactKind.MANIFEST else "blob"
+        write = _write(event, ref=event.digest, kind=kind, tag=None, deleted=True)
+        changes.writes[write.key] = write
+        changes.digest_deletions.append(DigestDeletion(event.region, event.name, event.digest, event.occurred_at))
+
+
+def _fold_pull(changes: InventoryChanges, event: ImageEvent) -> None:
+    for ref in (event.tag, event.digest):
+        if ref:
+            key = (event.region, event.name, ref)
+            previous = changes.pulls.get(key)
+            changes.pulls[key] = event.occurred_at if previous is None else max(previous, event.occurred_at)
+
+
+def _write(event: ImageEvent, *, ref: str, kind: str, tag: str | None, deleted: bool) -> RowWrite:
+    return RowWrite(
+        region=event.region,
+        name=event.name,
+        namespace=event.namespace,
+        repository=event.repository,
+        ref=ref,
+        kind=kind,
+        tag=tag,
+        digest=event.digest,
+        media_type=event.media_type,
+        size=event.size,
+        event_at=event.occurred_at,
+        deleted=deleted,
+    )

@@ -1,0 +1,152 @@
+"""Apply a batch of image events to the database: history rows plus inventory rows.
+
+Called by the inventory worker inside one transaction per batch; the runner commits the Kafka
+offsets only after that transaction committed. Every statement is idempotent, so a batch that
+is redelivered after a crash converges to the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from workers.db.models import Artifact, ImageEventRecord
+from workers.db.upsert import chunks, insert_for
+from workers.events.model import ImageEvent
+from workers.inventory.core import InventoryChanges, RowWrite, fold_events
+
+ARTIFACTS = Artifact.__table__
+EVENTS = ImageEventRecord.__table__
+
+
+async def record_events(session: AsyncSession, events: Sequence[ImageEvent], now: datetime) -> None:
+    """Write history and inventory for ``events`` (in topic order). Does not commit."""
+    await _insert_history(session, events, now)
+    await apply_changes(session, fold_events(events), now)
+
+
+async def apply_changes(session: AsyncSession, changes: InventoryChanges, now: datetime) -> None:
+    pushes = [w for w in changes.writes.values() if not w.deleted]
+    deletes = [w for w in changes.writes.values() if w.deleted]
+    await _upsert_pushes(session, pushes, now)
+    await _upsert_deletes(session, deletes, now)
+    await _delete_tags_of_digests(session, changes, now)
+    await _record_pulls(session, changes)
+
+
+async def _insert_history(session: AsyncSession, events: Sequence[ImageEvent], now: datetime) -> None:
+    rows = [
+        {
+            "id": e.id,
+            "source": e.source.value,
+            "region": e.region,
+            "action": e.action.value,
+            "kind": e.kind.value,
+            "name": e.name,
+            "tag": e.tag,
+            "digest": e.digest,
+            "actor": e.actor,
+            "occurred_at": e.occurred_at,
+            "recorded_at": now,
+        }
+        for e in {event.id: event for event in events}.values()
+    ]
+    for chunk in chunks(rows):
+        await session.execute(insert_for(session, EVENTS).values(chunk).on_conflict_do_nothing())
+
+
+def _row(write: RowWrite, now: datetime) -> dict[str, object]:
+    return {
+        "region": write.region,
+        "name": write.name,
+        "namespace": write.namespace,
+        "repository": write.repository,
+        "ref": write.ref,
+        "kind": write.kind,
+        "tag": write.tag,
+        "digest": write.digest,
+        "media_type": write.media_type,
+        "size": write.size,
+        "pushed_at": None if write.deleted else write.event_at,
+        "deleted_at": write.event_at if write.deleted else None,
+        "event_at": write.event_at,
+        "updated_at": now,
+    }
+
+
+async def _upsert_pushes(session: AsyncSession, writes: list[RowWrite], now: datetime) -> None:
+    for chunk in chunks([_row(w, now) for w in writes]):
+        stmt = insert_for(session, ARTIFACTS).values(chunk)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["region", "name", "ref"],
+            set_={
+                "kind": new.kind,
+                "digest": new.digest,
+                "media_type": new.media_type,
+                "size": new.size,
+                "pushed_at": new.pushed_at,
+                "deleted_at": None,
+                "event_at": new.event_at,
+                "updated_at": new.updated_at,
+            },
+            where=ARTIFACTS.c.event_at <= new.event_at,
+        )
+        await session.execute(stmt)
+
+
+async def _upsert_deletes(session: AsyncSession, writes: list[RowWrite], now: datetime) -> None:
+    for chunk in chunks([_row(w, now) for w in writes]):
+        stmt = insert_for(session, ARTIFACTS).values(chunk)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["region", "name", "ref"],
+            set_={"deleted_at": new.deleted_at, "event_at": new.event_at, "updated_at": new.updated_at},
+            where=ARTIFACTS.c.event_at <= new.event_at,
+        )
+        await session.execute(stmt)
+
+
+async def _delete_tags_of_digests(session: AsyncSession, changes: InventoryChanges, now: datetime) -> None:
+    if not changes.digest_deletions:
+        return
+    stmt = (
+        update(ARTIFACTS)
+        .where(
+            and_(
+                ARTIFACTS.c.region == bindparam("b_region"),
+                ARTIFACTS.c.name == bindparam("b_name"),
+                ARTIFACTS.c.digest == bindparam("b_digest"),
+                ARTIFACTS.c.kind == "tag",
+                ARTIFACTS.c.deleted_at.is_(None),
+                ARTIFACTS.c.event_at <= bindparam("b_at"),
+            )
+        )
+        .values(deleted_at=bindparam("b_at"), event_at=bindparam("b_at"), updated_at=now)
+    )
+    params = [
+        {"b_region": d.region, "b_name": d.name, "b_digest": d.digest, "b_at": d.at} for d in changes.digest_deletions
+    ]
+    await session.execute(stmt, params)
+
+
+async def _record_pulls(session: AsyncSession, changes: InventoryChanges) -> None:
+    if not changes.pulls:
+        return
+    stmt = (
+        update(ARTIFACTS)
+        .where(
+            and_(
+                ARTIFACTS.c.region == bindparam("b_region"),
+                ARTIFACTS.c.name == bindparam("b_name"),
+                ARTIFACTS.c.ref == bindparam("b_ref"),
+                or_(ARTIFACTS.c.pulled_at.is_(None), ARTIFACTS.c.pulled_at < bindparam("b_at")),
+            )
+        )
+        .values(pulled_at=bindparam("b_at"))
+    )
+    params = [{"b_region": r, "b_name": n, "b_ref": ref, "b_at": at} for (r, n, ref), at in changes.pulls.items()]
+    await session.execute(stmt, params)

@@ -1,0 +1,69 @@
+"""The map of the service: which topic feeds which consumer group and which steps.
+
+::
+
+    registry ──► POST /events/{distribution,harbor} ──► <prefix>.image-events.v1  (key: repository)
+                                                              │
+                         group <prefix>.inventory ◄───────────┘
+                           decode_image_event → InventoryRecorder (artifacts + image_events) → commit
+
+    any step's invalid message ──► <prefix>.dead-letter.v1  (headers: reason, source offset)
+
+Every flow runs in ``ConsumerRunner`` (decode → handle → commit, commit last). Worker kinds
+are selected with ``registry-workers worker --kinds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from workers.config import Settings
+from workers.db.engine import TRANSIENT_DB_ERRORS
+from workers.inventory.flow import InventoryRecorder, decode_image_event
+from workers.runtime.flow import Flow
+from workers.runtime.kafka import Topics
+
+
+@dataclass(frozen=True)
+class FlowDependencies:
+    settings: Settings
+    topics: Topics
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Callable[[], datetime]
+
+
+def _group(deps: FlowDependencies, kind: str) -> str:
+    return f"{deps.settings.kafka.topic_prefix}.{kind}"
+
+
+def inventory_flow(deps: FlowDependencies) -> Flow[Any]:
+    return Flow(
+        kind="inventory",
+        topic=deps.topics.image_events,
+        group=_group(deps, "inventory"),
+        decode=decode_image_event,
+        handle=InventoryRecorder(deps.sessions, deps.clock),
+        transient=TRANSIENT_DB_ERRORS,
+        describe="records pushes, deletes and pulls into the artifacts inventory",
+    ).erased()
+
+
+FLOW_FACTORIES: dict[str, Callable[[FlowDependencies], Flow[Any]]] = {
+    "inventory": inventory_flow,
+}
+
+WORKER_KINDS: tuple[str, ...] = tuple(FLOW_FACTORIES)
+
+
+def build_flows(deps: FlowDependencies, kinds: Sequence[str] | None = None) -> list[Flow[Any]]:
+    """The flows of the selected worker kinds (all when ``kinds`` is empty)."""
+    selected = list(kinds) if kinds else list(WORKER_KINDS)
+    unknown = [kind for kind in selected if kind not in FLOW_FACTORIES]
+    if unknown:
+        raise ValueError(f"unknown worker kind(s) {', '.join(unknown)}; known: {', '.join(WORKER_KINDS)}")
+    return [FLOW_FACTORIES[kind](deps) for kind in selected]
