@@ -59,7 +59,9 @@ def test_config_path_from_rw_config(tmp_path: Path) -> None:
         ({}, "a: [unclosed\n", "not valid YAML"),
     ],
 )
-def test_invalid_configuration_names_the_key(tmp_path: Path, env: dict[str, str], yaml_text: str, expected: str) -> None:
+def test_invalid_configuration_names_the_key(
+    tmp_path: Path, env: dict[str, str], yaml_text: str, expected: str
+) -> None:
     config = tmp_path / "rw.yaml"
     config.write_text(yaml_text)
     with pytest.raises(ConfigError) as caught:

@@ -11,8 +11,14 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from tests.support.service import DISTRIBUTION_TYPE, INGRESS_TOKEN, RunningService, running_service, service_settings
-from tests.support.service import wait_for
+from tests.support.service import (
+    DISTRIBUTION_TYPE,
+    INGRESS_TOKEN,
+    RunningService,
+    running_service,
+    service_settings,
+    wait_for,
+)
 from tests.support.services import KafkaBroker
 from workers.db.engine import create_engine, session_factory
 from workers.db.models import Artifact
@@ -96,9 +102,12 @@ async def test_chunked_oversize_body_is_refused(service: RunningService) -> None
         for _ in range(10):
             yield b" " * 1000
 
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{service.url}/events/distribution", data=chunks(), headers={**AUTH, "Content-Type": DISTRIBUTION_TYPE}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{service.url}/events/distribution", data=chunks(), headers={**AUTH, "Content-Type": DISTRIBUTION_TYPE}
+        ) as resp,
+    ):
         assert resp.status == 413
 
 

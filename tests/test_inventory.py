@@ -76,12 +76,16 @@ async def test_repush_after_delete_in_one_batch_keeps_the_tag(engine: AsyncEngin
 
 
 async def test_tag_delete_event(engine: AsyncEngine) -> None:
-    await apply(engine, [ev(Action.PUSH, tag="a", at=1), ev(Action.PUSH, tag="b", at=1)], [ev(Action.DELETE, tag="a", at=2)])
+    await apply(
+        engine, [ev(Action.PUSH, tag="a", at=1), ev(Action.PUSH, tag="b", at=1)], [ev(Action.DELETE, tag="a", at=2)]
+    )
     assert await live_tags(engine) == {"b": D1}
 
 
 async def test_pull_moves_pulled_at_forward_only(engine: AsyncEngine) -> None:
-    await apply(engine, [ev(Action.PUSH, tag="a", at=1)], [ev(Action.PULL, tag="a", at=5)], [ev(Action.PULL, tag="a", at=3)])
+    await apply(
+        engine, [ev(Action.PUSH, tag="a", at=1)], [ev(Action.PULL, tag="a", at=5)], [ev(Action.PULL, tag="a", at=3)]
+    )
     async with session_factory(engine)() as session:
         pulled = (await session.execute(select(Artifact.pulled_at).where(Artifact.ref == "a"))).scalar_one()
     assert pulled == T0 + timedelta(seconds=5)

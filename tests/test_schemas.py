@@ -292,17 +292,11 @@ def test_api_error_bodies_follow_the_schema() -> None:
     assert _errors(API_ERROR, {"error_code": "SWR.0400"})
 
 
-# --- known defects in workers/events (reported, not fixed here) ---------------------------
+# --- regressions: defects found in workers/events and fixed ----------------------------------
 
 _UNTAGGED = "sha256:dde8e930c7b6a490f728e66292bc9bce42efc9bbb5278bae40e4f30f6e00fe8c"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PayloadError,
-    reason="workers/events/harbor.py rejects Harbor's payload for an untagged artifact: Harbor puts the "
-    "digest in 'tag' (goharbor/harbor src/controller/event/handler/webhook/artifact/artifact.go)",
-)
 def test_harbor_untagged_artifact_carries_the_digest_in_tag() -> None:
     # Harbor's own documented CloudEvents example (src/pkg/notifier/formats/cloudevents.go).
     body = _load(EXAMPLES / "harbor/pull-cloudevents.json")
@@ -314,10 +308,6 @@ def test_harbor_untagged_artifact_carries_the_digest_in_tag() -> None:
     assert (event.tag, event.digest) == (None, _UNTAGGED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/events/grammar.py anchors with '$', which also matches before a trailing newline",
-)
 @pytest.mark.parametrize("field", ["name", "tag", "digest"])
 def test_trailing_newline_is_rejected(field: str) -> None:
     document = _valid_image_event()
@@ -326,11 +316,6 @@ def test_trailing_newline_is_rejected(field: str) -> None:
         decode_event(orjson.dumps(document))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(OverflowError, ValueError, OSError),
-    reason="workers/events/harbor.py: datetime.fromtimestamp(occur_at) raises instead of PayloadError (500, not 400)",
-)
 def test_harbor_out_of_range_occur_at_is_a_payload_error() -> None:
     body = _load(EXAMPLES / "harbor/push-default.json") | {"occur_at": 1e20}
     assert _errors(HARBOR, body)
@@ -347,10 +332,6 @@ def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/events/harbor.py: a CloudEvent time without an offset is read as the server's local time",
-)
 @pytest.mark.usefixtures("local_time_not_utc")
 def test_harbor_cloudevent_time_without_offset_is_not_local_time() -> None:
     body = _load(EXAMPLES / "harbor/pull-cloudevents.json") | {"time": "2026-11-22T21:50:12"}

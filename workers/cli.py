@@ -60,4 +60,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("workers").exception("registry-workers %s failed", args.role)
         return 1
     return 0
-

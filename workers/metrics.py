@@ -10,18 +10,14 @@ EVENTS_RECEIVED = Counter(
 INGRESS_REJECTED = Counter(
     "rw_ingress_requests_rejected_total", "Ingress requests refused, by HTTP status.", ["status"]
 )
-EVENTS_PRODUCED = Counter(
-    "rw_events_produced_total", "Messages acknowledged by the broker, by topic.", ["topic"]
-)
+EVENTS_PRODUCED = Counter("rw_events_produced_total", "Messages acknowledged by the broker, by topic.", ["topic"])
 EVENTS_CONSUMED = Counter(
     "rw_events_consumed_total", "Messages fully processed and ready to commit, by worker kind.", ["kind"]
 )
 EVENTS_DEAD_LETTERED = Counter(
     "rw_events_dead_lettered_total", "Messages sent to the dead-letter topic, by worker kind.", ["kind"]
 )
-RETRIES = Counter(
-    "rw_transient_retries_total", "Retries of a batch after a transient error, by worker kind.", ["kind"]
-)
+RETRIES = Counter("rw_transient_retries_total", "Retries of a batch after a transient error, by worker kind.", ["kind"])
 CONSUMER_LAG = Gauge(
     "rw_consumer_lag", "Highwater minus the next offset to process, per partition.", ["kind", "topic", "partition"]
 )

@@ -117,8 +117,9 @@ async def _serve(app: web.Application, settings: Settings, stack: contextlib.Asy
     try:
         await site.start()
     except OSError as exc:
-        raise ConfigError(f"invalid configuration: RW_LISTEN (listen): cannot listen on {settings.listen}: {exc.strerror}")
-
+        raise ConfigError(
+            f"invalid configuration: RW_LISTEN (listen): cannot listen on {settings.listen}: {exc.strerror}"
+        ) from None
 
 
 def _start_workers(

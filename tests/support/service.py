@@ -65,8 +65,8 @@ async def running_service(settings: Settings, role: str = "up") -> AsyncIterator
         await asyncio.wait_for(task, 45)
 
 
-async def wait_ready(service: RunningService, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_ready(service: RunningService, limit_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit_s
     async with aiohttp.ClientSession() as http:
         while True:
             if service.task.done():
@@ -81,13 +81,13 @@ async def wait_ready(service: RunningService, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
+async def wait_for(predicate: Any, limit_s: float = 20.0, interval: float = 0.1) -> Any:
     """Poll an async predicate until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + limit_s
     while True:
         result = await predicate()
         if result:
             return result
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
+            raise TimeoutError(f"condition not met within {limit_s}s (last: {result!r})")
         await asyncio.sleep(interval)

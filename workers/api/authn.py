@@ -2,7 +2,8 @@
 
 ``aksk_middleware`` runs on every request. Paths under a protected prefix (``/v2/``,
 ``/v3/`` by default) must carry an ``SDK-HMAC-SHA256`` signature, as the official Huawei Cloud
-SDKs send; on success the caller's ``Principal`` is stored at ``request["principal"]``. Other
+SDKs send; on success the caller's ``Principal`` is stored under ``PRINCIPAL_KEY``
+(read it with ``principal_of``). Other
 paths pass through untouched.
 
 Every failure answers HTTP 401 with the usual ``{"error_code", "error_msg"}`` body:
@@ -27,7 +28,6 @@ from workers.api.aksk import AuthenticationError, SignedRequest, authorization_o
 from workers.api.errors import Handler, error_response
 
 CODE_UNKNOWN_KEY = "APIGW.0303"
-PRINCIPAL_KEY = "principal"
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class Principal:
     user_id: str
     user_name: str
     access_key: str
+
+
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:
             results[name] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in results.values())
-    return web.json_response({"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503)
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": results}, status=200 if ready else 503
+    )
 
 
 async def metrics_endpoint(_request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """The OCI distribution-spec grammar for names, tags and digests.
 
 Checked at the ingress and the API so that nothing malformed reaches Kafka or Postgres.
-Patterns are anchored and free of nested quantifiers over overlapping classes, so they run in
+Patterns are matched whole (``fullmatch``: ``$`` would accept a trailing newline)
+and free of nested quantifiers over overlapping classes, so they run in
 linear time on any input.
 """
 
@@ -21,17 +22,17 @@ DEFAULT_NAMESPACE = "library"
 
 
 def is_repository_name(value: str) -> bool:
-    return len(value) <= MAX_NAME_LENGTH and REPOSITORY_NAME.match(value) is not None
+    return len(value) <= MAX_NAME_LENGTH and REPOSITORY_NAME.fullmatch(value) is not None
 
 
 def is_tag(value: str) -> bool:
-    return TAG.match(value) is not None
+    return TAG.fullmatch(value) is not None
 
 
 def is_digest(value: str) -> bool:
-    if not DIGEST.match(value):
+    if not DIGEST.fullmatch(value):
         return False
-    return not value.startswith("sha256:") or SHA256_DIGEST.match(value) is not None
+    return not value.startswith("sha256:") or SHA256_DIGEST.fullmatch(value) is not None
 
 
 def split_repository(name: str) -> tuple[str, str]:

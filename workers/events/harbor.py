@@ -81,8 +81,11 @@ def normalise_payload(body: Any, region: str, received_at: datetime) -> list[Ima
     action = DEFAULT_TYPES.get(payload.type)
     if action is None or payload.event_data is None:
         return []
-    occurred_at = datetime.fromtimestamp(payload.occur_at, UTC)
-    seed = f"{payload.type}|{payload.occur_at}"
+    try:
+        occurred_at = datetime.fromtimestamp(payload.occur_at, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise PayloadError("occur_at", f"{payload.occur_at!r} is not a valid Unix time") from None
+    seed = f"{payload.type}|{payload.occur_at}|{payload.operator}"
     return _events(payload.event_data, "event_data", action, region, occurred_at, payload.operator, seed, None)
 
 
@@ -96,7 +99,7 @@ def _normalise_cloudevent(body: Any, region: str, received_at: datetime) -> list
     action = CLOUDEVENT_TYPES.get(event.type)
     if action is None or event.data is None:
         return []
-    occurred_at = (event.time or received_at).astimezone(UTC)
+    occurred_at = _utc(event.time) if event.time else received_at
     return _events(event.data, "data", action, region, occurred_at, event.operator, event.id, event.id)
 
 
@@ -119,8 +122,9 @@ def _events(
     events = []
     for index, resource in enumerate(data.resources):
         where = f"{field}.resources[{index}]"
-        check_reference(where, name, resource.tag or None, resource.digest or None)
-        if not resource.digest and not resource.tag:
+        tag = _tag_of(resource)
+        check_reference(where, name, tag, resource.digest or None)
+        if not resource.digest and not tag:
             raise PayloadError(f"{where}.digest", "a digest or a tag is required")
         identity = f"{seed}|{name}|{resource.digest}|{resource.tag}"
         ident = f"{event_id}#{index}" if event_id else "harbor-" + hashlib.sha256(identity.encode()).hexdigest()[:32]
@@ -134,7 +138,7 @@ def _events(
                 name=name,
                 namespace=namespace,
                 repository=repository,
-                tag=resource.tag or None,
+                tag=tag,
                 digest=resource.digest or None,
                 media_type=None,
                 size=None,
@@ -143,3 +147,16 @@ def _events(
             )
         )
     return events
+
+
+def _tag_of(resource: _Resource) -> str | None:
+    """Harbor puts the digest in ``tag`` for an untagged artifact: that is no tag."""
+    tag = resource.tag or None
+    if tag is not None and tag == resource.digest:
+        return None
+    return tag
+
+
+def _utc(value: datetime) -> datetime:
+    # RFC 3339 requires an offset; a time without one is taken as UTC, never as local time.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -109,7 +109,9 @@ def _region(request: web.Request, ctx: ApiContext) -> str:
     region = request.query.get("region", ctx.settings.region)
     if region != ctx.settings.region and region not in ctx.settings.regions:
         known = sorted({ctx.settings.region, *ctx.settings.regions})
-        raise ApiError(400, "RW.INGRESS.UNKNOWN_REGION", f"region: unknown region {region!r} (known: {', '.join(known)})")
+        raise ApiError(
+            400, "RW.INGRESS.UNKNOWN_REGION", f"region: unknown region {region!r} (known: {', '.join(known)})"
+        )
     return region
 
 
@@ -117,14 +119,15 @@ async def _produce(ctx: ApiContext, events: list[ImageEvent]) -> None:
     if not events:
         return
     topic = ctx.topics.image_events
-    messages = [
-        OutgoingMessage(topic, e.key, encode_event(e), (("rw-schema", b"image-events.v1"),)) for e in events
-    ]
+    messages = [OutgoingMessage(topic, e.key, encode_event(e), (("rw-schema", b"image-events.v1"),)) for e in events]
     try:
         await ctx.producer.publish(messages)
     except BrokerUnavailable as exc:
         metrics.INGRESS_REJECTED.labels("503").inc()
         raise ApiError(
-            503, "RW.INGRESS.BROKER_UNAVAILABLE", f"events not accepted, retry later: {exc}", {"Retry-After": RETRY_AFTER_S}
+            503,
+            "RW.INGRESS.BROKER_UNAVAILABLE",
+            f"events not accepted, retry later: {exc}",
+            {"Retry-After": RETRY_AFTER_S},
         ) from None
     metrics.EVENTS_PRODUCED.labels(topic).inc(len(messages))

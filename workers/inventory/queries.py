@@ -5,11 +5,10 @@ One query per page, set-based (no per-repository round trips).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, asc, case, desc, func, select
+from sqlalchemy import ColumnElement, Select, asc, case, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db.models import Artifact
@@ -53,7 +52,7 @@ REPO_ORDER = {"name": "name", "updated_time": "updated_at", "updated_at": "updat
 TAG_ORDER = {"created": "pushed_at", "updated": "updated_at", "tag": "tag", "name": "tag"}
 
 
-def _live(kind: str) -> Sequence[object]:
+def _live(kind: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     return (A.kind == kind, A.deleted_at.is_(None))
 
 
@@ -150,7 +149,9 @@ async def list_tags(
         .limit(page.limit)
     )
     rows = (await session.execute(stmt)).all()
-    return total, [TagRow(r.id, r.tag, r.digest, r.media_type, r.size, r.pushed_at, r.event_at, r.pulled_at) for r in rows]
+    return total, [
+        TagRow(r.id, r.tag, r.digest, r.media_type, r.size, r.pushed_at, r.event_at, r.pulled_at) for r in rows
+    ]
 
 
 def _aware(value: datetime | None) -> datetime | None:

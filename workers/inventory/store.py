@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy import Table, and_, bindparam, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db.models import Artifact, ImageEventRecord
@@ -18,8 +18,8 @@ from workers.db.upsert import chunks, insert_for
 from workers.events.model import ImageEvent
 from workers.inventory.core import InventoryChanges, RowWrite, fold_events
 
-ARTIFACTS = Artifact.__table__
-EVENTS = ImageEventRecord.__table__
+ARTIFACTS: Table = Artifact.__table__  # type: ignore[assignment]
+EVENTS: Table = ImageEventRecord.__table__  # type: ignore[assignment]
 
 
 async def record_events(session: AsyncSession, events: Sequence[ImageEvent], now: datetime) -> None:

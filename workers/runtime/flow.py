@@ -45,4 +45,4 @@ class Flow(Generic[T]):
     describe: str = ""
 
     def erased(self) -> Flow[Any]:
-        return self  # type: ignore[return-value]
+        return self

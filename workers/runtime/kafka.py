@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -70,10 +71,8 @@ async def ensure_topics(settings: KafkaSettings, bootstrap: str, topics: Topics)
             if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica won the race
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another replica won the race
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()

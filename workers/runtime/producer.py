@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,10 +48,8 @@ class KafkaProducer:
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Flush and close; gives up after ``timeout_s`` (unacknowledged sends were already
         reported to their callers as failures, so nothing acknowledged is lost)."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._producer.stop(), timeout_s)
-        except TimeoutError:
-            pass
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         try:

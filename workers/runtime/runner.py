@@ -108,7 +108,7 @@ class ConsumerRunner:
         self._lanes: dict[TopicPartition, _Lane] = {}
         self._slots = asyncio.Semaphore(options.concurrency)
         self._consumer: AIOKafkaConsumer | None = None
-        self._transient = (TransientError, BrokerUnavailable, *flow.transient)
+        self._transient: tuple[type[BaseException], ...] = (TransientError, BrokerUnavailable, *flow.transient)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Blocks until ``stop`` is set; drains and commits before returning."""
@@ -295,8 +295,9 @@ class ConsumerRunner:
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("%s: %d lane(s) did not drain in time; their batch is redelivered", self.flow.kind,
-                            len(pending))
+                log.warning(
+                    "%s: %d lane(s) did not drain in time; their batch is redelivered", self.flow.kind, len(pending)
+                )
                 await asyncio.wait(pending)
         await self._commit(lanes)
         for lane in lanes:
