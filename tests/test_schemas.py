@@ -44,6 +44,7 @@ EXAMPLE_SCHEMAS = {
     "distribution": DISTRIBUTION,
     "harbor": HARBOR,
     "api-error/1": API_ERROR,
+    "commands/1": "commands.v1.schema.json",
 }
 
 HARBOR_ARTIFACT_TYPES = {*harbor.DEFAULT_TYPES, *harbor.CLOUDEVENT_TYPES}
@@ -341,3 +342,12 @@ def test_harbor_cloudevent_time_without_offset_is_not_local_time() -> None:
     except PayloadError:
         return  # rejecting it is fine too
     assert event.occurred_at == datetime(2026, 11, 22, 21, 50, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("path", _params("commands/1"))
+def test_command_example_round_trips(path: Path) -> None:
+    from workers.maintenance.commands import decode_command
+    from workers.runtime.flow import Record
+
+    command = decode_command(Record("t", 0, 0, None, path.read_bytes(), 0, ()))
+    assert orjson.loads(command.encode()) == _load(path)

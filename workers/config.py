@@ -94,6 +94,18 @@ class Settings(_Frozen):
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     history_retention_days: int = Field(default=7, ge=1)
+    sweep_cron: str = "17 3 * * *"
+
+    @field_validator("sweep_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a 5-field crontab expression: {exc}") from None
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -174,6 +186,7 @@ ENV_KEYS: dict[str, str] = {
     "RW_INGRESS_MAX_BODY": "ingress_max_body",
     "RW_LOG_LEVEL": "log_level",
     "RW_HISTORY_RETENTION_DAYS": "history_retention_days",
+    "RW_SWEEP_CRON": "sweep_cron",
     "RW_KAFKA_BOOTSTRAP": "kafka.bootstrap",
     "RW_KAFKA_IDEMPOTENCE": "kafka.idempotence",
     "RW_KAFKA_TOPIC_PREFIX": "kafka.topic_prefix",

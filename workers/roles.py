@@ -28,7 +28,8 @@ from workers.runtime.deadletter import DeadLetters
 from workers.runtime.kafka import Topics, wait_for_broker
 from workers.runtime.producer import KafkaProducer
 from workers.runtime.runner import ConsumerRunner, RunnerOptions
-from workers.topology import FlowDependencies, build_flows
+from workers.scheduler.dispatcher import Dispatcher, run_scheduler
+from workers.topology import FlowDependencies, build_flows, schedules
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ async def run_role(settings: Settings, options: RoleOptions, stop: asyncio.Event
         app = build_api_app(ctx) if options.role in ("up", "api") else build_ops_app(readiness_checks(ctx))
         await _serve(app, settings, stack)
         tasks = _start_workers(ctx, bootstrap, options, stop) if options.role in ("up", "worker") else []
+        if options.role in ("up", "scheduler"):
+            tasks.append(_start_scheduler(ctx, stop))
         log.info("registry-workers %s ready on http://%s", options.role, settings.listen)
         await _wait(stop, tasks)
 
@@ -141,6 +144,11 @@ def _start_workers(
         )
         for flow in flows
     ]
+
+
+def _start_scheduler(ctx: ApiContext, stop: asyncio.Event) -> asyncio.Task[None]:
+    dispatcher = Dispatcher(ctx.sessions, ctx.producer, ctx.topics.commands, ctx.clock)
+    return asyncio.create_task(run_scheduler(dispatcher, schedules(ctx.settings), stop), name="scheduler")
 
 
 async def _wait(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

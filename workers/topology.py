@@ -7,6 +7,11 @@
                          group <prefix>.inventory ◄───────────┘
                            decode_image_event → InventoryRecorder (artifacts + image_events) → commit
 
+    scheduler (dispatch only) ──► <prefix>.commands.v1  (key: job; one per schedule slot)
+                                                              │
+                         group <prefix>.maintenance ◄─────────┘
+                           decode_command → CommandRunner (sweep history, mark slot done) → commit
+
     any step's invalid message ──► <prefix>.dead-letter.v1  (headers: reason, source offset)
 
 Every flow runs in ``ConsumerRunner`` (decode → handle → commit, commit last). Worker kinds
@@ -17,16 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.inventory.flow import InventoryRecorder, decode_image_event
+from workers.maintenance.commands import SWEEP_HISTORY, Command, CommandRunner, decode_command
 from workers.runtime.flow import Flow
 from workers.runtime.kafka import Topics
+from workers.scheduler.dispatcher import Schedule
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,32 @@ def inventory_flow(deps: FlowDependencies) -> Flow[Any]:
     ).erased()
 
 
+def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
+    return Flow(
+        kind="maintenance",
+        topic=deps.topics.commands,
+        group=_group(deps, "maintenance"),
+        decode=decode_command,
+        handle=CommandRunner(deps.sessions, deps.clock),
+        transient=TRANSIENT_DB_ERRORS,
+        describe="applies scheduled maintenance commands (history sweep)",
+    ).erased()
+
+
 FLOW_FACTORIES: dict[str, Callable[[FlowDependencies], Flow[Any]]] = {
     "inventory": inventory_flow,
+    "maintenance": maintenance_flow,
 }
+
+
+def schedules(settings: Settings) -> list[Schedule]:
+    """Every cron schedule the scheduler role fires."""
+
+    def sweep(slot: str, at: datetime) -> Command:
+        return Command(id=slot, kind=SWEEP_HISTORY, issued_at=at, params={"days": settings.history_retention_days})
+
+    return [Schedule(SWEEP_HISTORY, CronTrigger.from_crontab(settings.sweep_cron, timezone=UTC), sweep)]
+
 
 WORKER_KINDS: tuple[str, ...] = tuple(FLOW_FACTORIES)
 

@@ -72,3 +72,15 @@ class ImageEventRecord(Base):
     actor: Mapped[str | None] = mapped_column(String(255))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScheduleSlot(Base):
+    """One fire time of one schedule; the primary key lets exactly one scheduler dispatch it."""
+
+    __tablename__ = "schedule_slots"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    job: Mapped[str] = mapped_column(String(100))
+    slot_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    dispatched_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

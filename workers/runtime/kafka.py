@@ -21,14 +21,19 @@ class Topics:
     """Every topic the service uses. Schemas: ``schemas/topics/*.yaml``."""
 
     image_events: str
+    commands: str
     dead_letter: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
-        return cls(image_events=f"{prefix}.image-events.v1", dead_letter=f"{prefix}.dead-letter.v1")
+        return cls(
+            image_events=f"{prefix}.image-events.v1",
+            commands=f"{prefix}.commands.v1",
+            dead_letter=f"{prefix}.dead-letter.v1",
+        )
 
     def all(self) -> tuple[str, ...]:
-        return (self.image_events, self.dead_letter)
+        return (self.image_events, self.commands, self.dead_letter)
 
 
 def producer_options(settings: KafkaSettings, bootstrap: str) -> dict[str, Any]:

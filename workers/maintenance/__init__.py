@@ -1,0 +1,1 @@
+"""Maintenance commands applied by workers: sweeping old history."""

@@ -1,0 +1,78 @@
+"""Commands on the commands topic (``schemas/commands.v1.schema.json``) and their effects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from workers.db.models import ImageEventRecord, ScheduleSlot
+from workers.errors import InvalidMessage
+from workers.runtime.flow import Record
+
+SCHEMA = "commands.v1"
+SWEEP_HISTORY = "sweep-history"
+KINDS = frozenset({SWEEP_HISTORY})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: str  # the slot id for scheduled commands
+    kind: str
+    issued_at: datetime
+    params: dict[str, int]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": SCHEMA,
+                "id": self.id,
+                "kind": self.kind,
+                "issued_at": self.issued_at.isoformat().replace("+00:00", "Z"),
+                "params": self.params,
+            }
+        )
+
+
+def decode_command(record: Record) -> Command:
+    """Raises ``InvalidMessage`` naming what is wrong."""
+    try:
+        doc = orjson.loads(record.value or b"")
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise ValueError(f"schema: expected {SCHEMA!r}")
+        if doc.get("kind") not in KINDS:
+            raise ValueError(f"kind: unknown command {doc.get('kind')!r}")
+        params = doc.get("params") or {}
+        if not isinstance(params, dict) or not all(isinstance(v, int) for v in params.values()):
+            raise ValueError("params: expected an object of integers")
+        issued_at = datetime.fromisoformat(str(doc["issued_at"])).astimezone(UTC)
+        return Command(id=str(doc["id"]), kind=doc["kind"], issued_at=issued_at, params=params)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidMessage(f"invalid command: {exc}") from None
+
+
+class CommandRunner:
+    """Applies commands; each is idempotent (a redelivered sweep deletes nothing more)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime]):
+        self._sessions = sessions
+        self._clock = clock
+
+    async def __call__(self, commands: Sequence[Command]) -> None:
+        for command in commands:
+            async with self._sessions.begin() as session:
+                if command.kind == SWEEP_HISTORY:
+                    await sweep_history(session, command.issued_at - timedelta(days=command.params["days"]))
+                await session.execute(
+                    update(ScheduleSlot).where(ScheduleSlot.id == command.id).values(completed_at=self._clock())
+                )
+
+
+async def sweep_history(session: AsyncSession, older_than: datetime) -> int:
+    """Delete image event history recorded before ``older_than``; returns the row count."""
+    result = await session.execute(delete(ImageEventRecord).where(ImageEventRecord.recorded_at < older_than))
+    return int(getattr(result, "rowcount", 0) or 0)
