@@ -18,7 +18,3 @@ def insert_for(session: AsyncSession, table: Table) -> Any:
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {bind.dialect.name!r}")
 
-
-def chunks(rows: list[dict[str, Any]], size: int = 1000) -> list[list[dict[str, Any]]]:
-    """Split a multi-row insert so that it stays under the drivers' bind-parameter limits."""
-    return [rows[start : start + size] for start in range(0, len(rows), size)]

@@ -14,7 +14,7 @@ from sqlalchemy import Table, and_, bindparam, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db.models import Artifact, ImageEventRecord
-from workers.db.upsert import chunks, insert_for
+from workers.db.upsert import insert_for
 from workers.events.model import ImageEvent
 from workers.inventory.core import InventoryChanges, RowWrite, fold_events
 
@@ -54,8 +54,8 @@ async def _insert_history(session: AsyncSession, events: Sequence[ImageEvent], n
         }
         for e in {event.id: event for event in events}.values()
     ]
-    for chunk in chunks(rows):
-        await session.execute(insert_for(session, EVENTS).values(chunk).on_conflict_do_nothing())
+    if rows:
+        await session.execute(insert_for(session, EVENTS).on_conflict_do_nothing(), rows)
 
 
 def _row(write: RowWrite, now: datetime) -> dict[str, object]:
@@ -78,36 +78,39 @@ def _row(write: RowWrite, now: datetime) -> dict[str, object]:
 
 
 async def _upsert_pushes(session: AsyncSession, writes: list[RowWrite], now: datetime) -> None:
-    for chunk in chunks([_row(w, now) for w in writes]):
-        stmt = insert_for(session, ARTIFACTS).values(chunk)
-        new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["region", "name", "ref"],
-            set_={
-                "kind": new.kind,
-                "digest": new.digest,
-                "media_type": new.media_type,
-                "size": new.size,
-                "pushed_at": new.pushed_at,
-                "deleted_at": None,
-                "event_at": new.event_at,
-                "updated_at": new.updated_at,
-            },
-            where=ARTIFACTS.c.event_at <= new.event_at,
-        )
-        await session.execute(stmt)
+    if not writes:
+        return
+    stmt = insert_for(session, ARTIFACTS)
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["region", "name", "ref"],
+        set_={
+            "kind": new.kind,
+            "digest": new.digest,
+            "media_type": new.media_type,
+            "size": new.size,
+            "pushed_at": new.pushed_at,
+            "deleted_at": None,
+            "event_at": new.event_at,
+            "updated_at": new.updated_at,
+        },
+        where=ARTIFACTS.c.event_at <= new.event_at,
+    )
+    # executemany: SQLAlchemy batches the rows into multi-row VALUES with a cached statement
+    await session.execute(stmt, [_row(w, now) for w in writes])
 
 
 async def _upsert_deletes(session: AsyncSession, writes: list[RowWrite], now: datetime) -> None:
-    for chunk in chunks([_row(w, now) for w in writes]):
-        stmt = insert_for(session, ARTIFACTS).values(chunk)
-        new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["region", "name", "ref"],
-            set_={"deleted_at": new.deleted_at, "event_at": new.event_at, "updated_at": new.updated_at},
-            where=ARTIFACTS.c.event_at <= new.event_at,
-        )
-        await session.execute(stmt)
+    if not writes:
+        return
+    stmt = insert_for(session, ARTIFACTS)
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["region", "name", "ref"],
+        set_={"deleted_at": new.deleted_at, "event_at": new.event_at, "updated_at": new.updated_at},
+        where=ARTIFACTS.c.event_at <= new.event_at,
+    )
+    await session.execute(stmt, [_row(w, now) for w in writes])
 
 
 async def _delete_tags_of_digests(session: AsyncSession, changes: InventoryChanges, now: datetime) -> None:
