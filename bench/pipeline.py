@@ -24,7 +24,7 @@ What is measured, and why:
 Everything runs against its own throwaway Postgres and tansu broker (started and stopped here,
 by their own PIDs). Results are printed as Markdown and written to ``bench/results/pipeline.md``.
 ``--profile`` samples the worker process with py-spy (if installed) during the worker path and
-writes a summary to ``bench/results/worker-profile.txt``.
+writes a summary to ``bench/results/worker-profile.txt`` (stacks: ``worker-profile.folded``).
 """
 
 from __future__ import annotations
@@ -792,13 +792,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def profile_path(args: argparse.Namespace, workdir: Path) -> Path | None:
+def profile_path(args: argparse.Namespace) -> Path | None:
+    """Where py-spy writes collapsed stacks (flamegraph.pl or speedscope read them), with ``--profile``."""
     if not args.profile:
         return None
     if shutil.which("py-spy") is None:
         print("--profile: py-spy is not installed (pip install py-spy); running without it", file=sys.stderr)
         return None
-    return workdir / "worker-profile.raw"
+    return args.output.parent / "worker-profile.folded"
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
@@ -810,7 +811,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
     events = factory.events(args.events)
     messages = encode_messages(events)
     report = Report(args, mix=describe_mix(events))
-    spy_output = profile_path(args, workdir)
+    spy_output = profile_path(args)
     for index, database in enumerate(databases):
         kafka = kafka_settings(broker.bootstrap, f"bench-worker-{database}")
         url = fresh_database(pg if database == "postgres" else None, workdir, f"worker_{database}")
