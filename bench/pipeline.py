@@ -1,25 +1,31 @@
-"""End-to-end throughput and latency of the image-event pipeline, against a reference measured in the same run.
+"""Throughput and latency of the image-event pipeline, each judged against a reference from the same run.
 
-    python bench/pipeline.py [--events N] [--rate R] [--duration S] [--database postgres|sqlite|both]
+    python bench/pipeline.py [--events N] [--rate R] [--duration S] [--database postgres|sqlite|both] [--profile]
 
-What is measured, and why:
+Absolute rates change from machine to machine (and from run to run on a shared 2-core VM), so
+every figure is paired with a reference taken in the same run, on the same broker, at the same
+moment, and the verdict is the ratio:
 
-1. **Raw consume rate** — N realistic ``image-events.v1`` messages (``ImageEvent``s of ~500
-   repositories with tags and sha256 digests, keyed by repository name) are produced to a
-   12-partition topic, then read by a plain ``AIOKafkaConsumer`` (fresh group, earliest,
-   ``getmany`` loop, no processing). This is the ceiling of the Kafka client and the broker on
-   this machine, so the worker figure below is judged as a *ratio* to it rather than as an
-   absolute number that would change from machine to machine.
+1. **Raw consume rate** (the reference) — N realistic ``image-events.v1`` messages (pushes of
+   layers and tagged manifests, pulls of those images, deletes by digest, over ~500 repositories
+   with sha256 digests, keyed by repository name) are produced to a 12-partition topic, then read
+   by a plain ``AIOKafkaConsumer`` with the worker's consumer options (fresh group, earliest,
+   ``getmany`` loop, no processing): the ceiling of client plus broker on this machine.
 2. **Worker path rate** — the same topic contents consumed by ONE ``registry-workers worker
-   --kinds inventory`` subprocess (its own interpreter: the honest per-process figure) writing to
-   a fresh, migrated database; timed from process start until ``count(*) FROM image_events`` is N
-   (polled every 50 ms). "Steady" rates leave out start-up (interpreter, group join) by timing
-   from the first message/row seen to the last.
+   --kinds inventory`` subprocess (its own interpreter: the honest per-process figure; running it
+   in this process's event loop would share a core with the measuring code) writing to a fresh,
+   migrated database, timed from process start until ``count(*) FROM image_events`` is N (polled
+   every 50 ms). Goal: worker / raw >= 25 % on the steady rates.
 3. **Ingress-to-row latency** — a full ``registry-workers up`` subprocess receives Distribution
    notifications (one event per POST, like Distribution) at a fixed rate with bounded in-flight
-   requests; latency is ``image_events.recorded_at`` (UTC wall clock of the worker, taken when it
-   starts writing the event's batch) minus the UTC wall-clock send time of the POST, on the same
-   machine and therefore the same clock.
+   requests; latency is ``image_events.recorded_at`` (the worker's UTC wall clock when it starts
+   writing the event's batch) minus the UTC wall-clock send time of the POST; same machine, same
+   clock. Reference: produce → plain consumer latency at the same rate with the same client options.
+
+"Steady" leaves out start-up (interpreter, imports, group join): the raw consumer is timed from
+its partition assignment, the worker from the first row seen to the last. "From start" figures
+include it. CPU per message is the consuming process's own CPU time (``/proc``) in the steady
+window. ``--database sqlite`` (or ``both``) runs the worker path and the latency run on SQLite.
 
 Everything runs against its own throwaway Postgres and tansu broker (started and stopped here,
 by their own PIDs). Results are printed as Markdown and written to ``bench/results/pipeline.md``.
@@ -33,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import math
 import os
 import platform
 import random
@@ -44,7 +51,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,7 +72,7 @@ from workers.db.engine import create_engine
 from workers.db.migrate import upgrade_to_head
 from workers.db.models import ImageEventRecord
 from workers.events.model import Action, ArtifactKind, ImageEvent, Source, encode_event
-from workers.runtime.kafka import Topics, consumer_options, ensure_topics
+from workers.runtime.kafka import Topics, consumer_options, ensure_topics, producer_options
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 ENVELOPE_EXAMPLE = REPO_ROOT / "schemas" / "examples" / "distribution" / "push-manifest.json"
@@ -75,6 +82,8 @@ SESSION_TIMEOUT_MS = 2000
 HEARTBEAT_INTERVAL_MS = 300
 ROW_POLL_S = 0.05
 WORKER_TIMEOUT_S = 100.0
+FLOOR_DURATION_S = 3.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 INGRESS_TOKEN = "bench-ingress-token"
 DISTRIBUTION_TYPE = "application/vnd.docker.distribution.events.v1+json"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -92,7 +101,7 @@ class EventFactory:
         self._rng = random.Random(seed)
         self._region = region
         self._names = [self._repository_name(i) for i in range(repositories)]
-        self._manifests: dict[str, list[tuple[str, str]]] = {}
+        self._images: dict[str, list[tuple[str, str, list[str]]]] = {}  # name → (tag, digest, layers)
         self._clock = datetime.now(UTC) - timedelta(hours=1)
 
     def _repository_name(self, index: int) -> str:
@@ -133,33 +142,33 @@ class EventFactory:
             for _ in range(self._rng.randint(2, 6))
         ]  # fmt: skip
         tag, digest = self._tag(), self._digest()
-        self._manifests.setdefault(name, []).append((tag, digest))
+        self._images.setdefault(name, []).append((tag, digest, [e.digest for e in events if e.digest]))
         size = self._rng.randint(400, 2_000)
         events.append(self._event(Action.PUSH, ArtifactKind.MANIFEST, name, digest, tag=tag,
                                   media_type=MANIFEST_TYPE, size=size))  # fmt: skip
         return events
 
     def pull(self) -> list[ImageEvent]:
-        """A pull of a known image by tag: the manifest, then some of its layers."""
-        if not self._manifests:
+        """A pull of a known image by tag: the manifest, then the layers the puller lacks."""
+        if not self._images:
             return self.push()
-        name = self._rng.choice(list(self._manifests))
-        tag, digest = self._rng.choice(self._manifests[name])
+        name = self._rng.choice(list(self._images))
+        tag, digest, layers = self._rng.choice(self._images[name])
         events = [self._event(Action.PULL, ArtifactKind.MANIFEST, name, digest, tag=tag, media_type=MANIFEST_TYPE)]
         events += [
-            self._event(Action.PULL, ArtifactKind.BLOB, name, self._digest(), media_type=BLOB_TYPE)
-            for _ in range(self._rng.randint(1, 4))
+            self._event(Action.PULL, ArtifactKind.BLOB, name, layer, media_type=BLOB_TYPE)
+            for layer in self._rng.sample(layers, self._rng.randint(1, len(layers)))
         ]
         return events
 
     def delete(self) -> list[ImageEvent]:
         """A delete by digest (Distribution refuses deletes by tag)."""
-        if not self._manifests:
+        if not self._images:
             return self.push()
-        name = self._rng.choice(list(self._manifests))
-        _, digest = self._manifests[name].pop()
-        if not self._manifests[name]:
-            del self._manifests[name]
+        name = self._rng.choice(list(self._images))
+        _, digest, _ = self._images[name].pop()
+        if not self._images[name]:
+            del self._images[name]
         return [self._event(Action.DELETE, ArtifactKind.MANIFEST, name, digest)]
 
     def events(self, count: int) -> list[ImageEvent]:
@@ -197,13 +206,22 @@ def describe_mix(events: Sequence[ImageEvent]) -> str:
 
 @dataclass(frozen=True)
 class Rate:
-    """``count`` items in ``elapsed`` s from start; ``steady_count`` in ``steady_elapsed`` after the first."""
+    """``count`` items in ``elapsed`` s from start; ``steady_count`` in ``steady_elapsed`` once running.
+
+    ``cpu``: CPU seconds spent in the steady window by the consuming process (``"consumer"``) and
+    by the services it talks to (``"postgres"``, ``"broker"``).
+    """
 
     count: int
     elapsed: float
     steady_count: int
     steady_elapsed: float
     complete: bool = True
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu.get("consumer", 0.0)
 
     @property
     def per_s(self) -> float:
@@ -212,6 +230,14 @@ class Rate:
     @property
     def steady_per_s(self) -> float:
         return self.steady_count / self.steady_elapsed if self.steady_elapsed else 0.0
+
+    @property
+    def cpu_us_per_item(self) -> float:
+        return 1e6 * self.cpu_s / self.steady_count if self.steady_count else 0.0
+
+    def cpu_share(self, name: str = "consumer") -> float:
+        """Cores ``name`` kept busy in the steady window (1.0 = one core)."""
+        return self.cpu.get(name, 0.0) / self.steady_elapsed if self.steady_elapsed else 0.0
 
 
 @dataclass(frozen=True)
@@ -263,6 +289,7 @@ class Report:
     workers: list[WorkerRun] = field(default_factory=list)
     latencies: list[Latency] = field(default_factory=list)
     profile: str = ""
+    floor_ms: list[float] = field(default_factory=list)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -270,7 +297,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -319,13 +346,13 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
             self._event.set()
 
     async def wait(self, timeout_s: float) -> float:
-        """The ``perf_counter`` time of the first assignment (getmany drives the join)."""
+        """The ``perf_counter`` time of the first assignment (the join runs in the background after ``start``)."""
         async with asyncio.timeout(timeout_s):
             await self._event.wait()
         return self.at
 
 
-async def consume_raw(kafka: KafkaSettings, expected: int, timeout_s: float = 60.0) -> Rate:
+async def consume_raw(kafka: KafkaSettings, expected: int, meter: CpuMeter, timeout_s: float = 60.0) -> Rate:
     """A plain consumer in a fresh group reads the image-events topic to its end; no processing.
 
     "Steady" starts once the group join has assigned partitions (the first ``getmany`` may hold
@@ -339,23 +366,42 @@ async def consume_raw(kafka: KafkaSettings, expected: int, timeout_s: float = 60
     seen = 0
     try:
         assigned_at = await assigned.wait(timeout_s)
+        meter.start()
         while seen < expected and time.perf_counter() - started < timeout_s:
             fetched = await consumer.getmany(timeout_ms=100)
             seen += sum(len(records) for records in fetched.values())
-        ended = time.perf_counter()
+        ended, cpu = time.perf_counter(), meter.read()
     finally:
         await consumer.stop()
-    return Rate(seen, ended - started, seen, ended - assigned_at, complete=seen >= expected)
+    return Rate(seen, ended - started, seen, ended - assigned_at, complete=seen >= expected, cpu=cpu)
 
 
 # --------------------------------------------------------------------------------------------- database
 
 
-def fresh_database(pg: PostgresServer | None, workdir: Path, name: str) -> str:
-    """A new, empty database: ``createdb`` on the bench's Postgres, or a new SQLite file."""
-    if pg is not None:
-        return pg.create_database(name)
-    return f"sqlite+aiosqlite:///{workdir / f'{name}.db'}"
+@dataclass(frozen=True)
+class Services:
+    """The bench's own broker and (when needed) Postgres, and a scratch directory."""
+
+    workdir: Path
+    broker: KafkaBroker
+    pg: PostgresServer | None
+
+    def database_url(self, database: str, name: str) -> str:
+        """A new, empty database: ``createdb`` on the bench's Postgres, or a new SQLite file."""
+        if database == "postgres":
+            assert self.pg is not None
+            return self.pg.create_database(name)
+        return f"sqlite+aiosqlite:///{self.workdir / f'{name}.db'}"
+
+    def cpu_meter(self, database: str) -> CpuMeter:
+        """CPU of the broker, and of Postgres (postmaster and backends) when it is the database."""
+        broker_pid = self.broker.pid or 0
+        readers = {"broker": lambda: process_cpu_s(broker_pid)}
+        if database == "postgres" and self.pg is not None:
+            postmaster = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+            readers["postgres"] = lambda: tree_cpu_s(postmaster)
+        return CpuMeter(readers)
 
 
 async def migrate(database_url: str) -> None:
@@ -431,6 +477,48 @@ class ServiceProcess:
             proc.wait()
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command name: ``[state, ppid, ...]``; ``[]`` when gone (Linux only)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far; 0.0 where unavailable."""
+    fields = _stat_fields(pid)
+    return sum(int(v) for v in fields[11:13]) / CLOCK_TICKS if fields else 0.0
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of ``root``, its reaped children and its live children (the postmaster and its backends)."""
+    fields = _stat_fields(root)
+    total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        child = _stat_fields(int(stat.parent.name))
+        if child and child[1] == str(root):
+            total += int(child[11]) + int(child[12])
+    return total / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds of named processes between ``start()`` and ``read()``."""
+
+    def __init__(self, readers: dict[str, Callable[[], float]]):
+        self._readers = readers
+        self._base: dict[str, float] = {}
+
+    def with_reader(self, name: str, reader: Callable[[], float]) -> CpuMeter:
+        return CpuMeter({name: reader, **self._readers})
+
+    def start(self) -> None:
+        self._base = {name: read() for name, read in self._readers.items()}
+
+    def read(self) -> dict[str, float]:
+        return {name: read() - self._base.get(name, 0.0) for name, read in self._readers.items()}
+
+
 def service_env(database_url: str, bootstrap: str, prefix: str, workdir: Path) -> dict[str, str]:
     """The caller's environment without any ``RW_*``, plus this run's service settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RW_")}
@@ -478,48 +566,6 @@ async def scrape_stats(listen: str) -> WorkerStats:
 # --------------------------------------------------------------------------------------------- worker path
 
 
-async def wait_for_rows(engine: AsyncEngine, expected: int, process: ServiceProcess, sampler: Sampler) -> Rate:
-    """Poll ``count(*)`` every 50 ms from the process's start until ``expected`` rows exist."""
-    first_at, first_count, count = 0.0, 0, 0
-    while count < expected:
-        now = time.perf_counter()
-        if now - process.started_at > WORKER_TIMEOUT_S:
-            break
-        process.check_alive()
-        count = await count_events(engine)
-        if count and not first_count:
-            first_at, first_count = time.perf_counter(), count
-            sampler.attach(process.pid)
-        if count < expected:
-            await asyncio.sleep(ROW_POLL_S)
-    ended = time.perf_counter()
-    return Rate(count, ended - process.started_at, count - first_count, ended - first_at, complete=count >= expected)
-
-
-async def measure_worker(
-    database_url: str, expected: int, process: ServiceProcess, sampler: Sampler
-) -> tuple[Rate, WorkerStats]:
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        rate = await wait_for_rows(engine, expected, process, sampler)
-    finally:
-        await engine.dispose()
-    return rate, await scrape_stats(process.listen)
-
-
-def run_worker_path(
-    database: str, database_url: str, kafka: KafkaSettings, expected: int, workdir: Path, profile_to: Path | None
-) -> tuple[Rate, WorkerStats]:
-    """One worker subprocess consumes the (already produced) image-events topic of ``kafka``."""
-    asyncio.run(migrate(database_url))
-    env = service_env(database_url, kafka.bootstrap, kafka.topic_prefix, workdir)
-    sampler = Sampler(profile_to)
-    with start_service(["worker", "--kinds", "inventory"], env, workdir, f"worker-{database}") as worker:
-        result = asyncio.run(measure_worker(database_url, expected, worker, sampler))
-    sampler.finish()
-    return result
-
-
 class Sampler:
     """py-spy sampling one process into ``output`` (raw collapsed stacks); a no-op without ``output``.
 
@@ -551,31 +597,104 @@ class Sampler:
             proc.wait()
 
 
-def summarise_profile(raw_path: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
+async def wait_for_rows(
+    engine: AsyncEngine, expected: int, process: ServiceProcess, sampler: Sampler, meter: CpuMeter
+) -> Rate:
+    """Poll ``count(*)`` every 50 ms from the process's start until ``expected`` rows exist."""
+    first_at, first_count, count = 0.0, 0, 0
+    while count < expected:
+        now = time.perf_counter()
+        if now - process.started_at > WORKER_TIMEOUT_S:
+            break
+        process.check_alive()
+        count = await count_events(engine)
+        if count and not first_count:
+            first_at, first_count = time.perf_counter(), count
+            meter.start()
+            sampler.attach(process.pid)
+        if count < expected:
+            await asyncio.sleep(ROW_POLL_S)
+    ended = time.perf_counter()
+    if not first_count:
+        return Rate(count, ended - process.started_at, 0, 0.0, complete=False)
+    steady = ended - first_at
+    return Rate(count, ended - process.started_at, count - first_count, steady, count >= expected, meter.read())
+
+
+async def measure_worker(
+    database_url: str, expected: int, process: ServiceProcess, sampler: Sampler, meter: CpuMeter
+) -> tuple[Rate, WorkerStats]:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        rate = await wait_for_rows(engine, expected, process, sampler, meter)
+    finally:
+        await engine.dispose()
+    return rate, await scrape_stats(process.listen)
+
+
+def run_worker_path(
+    database: str, database_url: str, kafka: KafkaSettings, expected: int, workdir: Path, services: CpuMeter,
+    profile_to: Path | None,
+) -> tuple[Rate, WorkerStats]:  # fmt: skip
+    """One worker subprocess consumes the (already produced) image-events topic of ``kafka``."""
+    asyncio.run(migrate(database_url))
+    env = service_env(database_url, kafka.bootstrap, kafka.topic_prefix, workdir)
+    sampler = Sampler(profile_to)
+    with start_service(["worker", "--kinds", "inventory"], env, workdir, f"worker-{database}") as worker:
+        meter = services.with_reader("consumer", lambda: process_cpu_s(worker.pid))
+        result = asyncio.run(measure_worker(database_url, expected, worker, sampler, meter))
+    sampler.finish()
+    return result
+
+
+def summarise_profile(folded: Path, top: int = 20) -> str:
+    """Where the worker's CPU went: sample shares by package and by function (leaf frame = self time).
+
+    SQLAlchemy's async layer runs statements in greenlets, which py-spy shows as separate stacks
+    rooted at ``Session.execute``; leaf-frame (self time) shares are exact either way.
+    """
+    by_package: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
+    by_stage: Counter[str] = Counter()
     total = 0
-    for line in raw_path.read_text().splitlines():
+    for line in folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = [_frame_name(frame) for frame in stack.split(";")]
+        count, frames = int(count_text), [f for f in stack.split(";") if f.strip()]
         total += count
-        own[frames[-1]] += count
-        for name in set(frames):
-            inclusive[name] += count
-    lines = [f"{total} samples at 200 Hz (idle time not sampled)", "", "self time:"]
-    lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
-    lines += ["", "inclusive time:"]
-    lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in inclusive.most_common(top * 2)]
+        leaf = frames[-1] if frames else "(no Python frame) (?)"
+        by_package[_package(leaf)] += count
+        by_function[leaf.rpartition(":")[0] + ")" if ":" in leaf else leaf] += count
+        by_stage[_stage(frames)] += count
+
+    def share(samples: int) -> str:
+        return f"{100 * samples / max(total, 1):5.1f} %"
+
+    lines = [f"{total} samples at 200 Hz of the steady worker path (idle time is not sampled)", ""]
+    lines += ["self time by package:", *(f"  {share(n)}  {name}" for name, n in by_package.most_common())]
+    lines += ["", "inclusive time by worker stage (innermost workers.* frame):"]
+    lines += [f"  {share(n)}  {name}" for name, n in by_stage.most_common()]
+    lines += ["", "self time by function:", *(f"  {share(n)}  {name}" for name, n in by_function.most_common(top))]
     return "\n".join(lines)
 
 
-def _frame_name(frame: str) -> str:
-    """``func (path/to/module.py:123)`` → ``func (to/module.py)``."""
-    name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rpartition(":")[0] or where.rstrip(")")
-    return f"{name} ({'/'.join(Path(path).parts[-2:])})"
+def _package(frame: str) -> str:
+    """``func (sqlalchemy/sql/compiler.py:12)`` → ``sqlalchemy``; ``workers/events/model.py`` → ``workers.events``."""
+    path = frame.rpartition(" (")[2].rpartition(":")[0]
+    parts = Path(path).parts
+    if not parts:
+        return "(no Python frame: native code, or a torn non-blocking sample)"
+    if parts[0] == "workers" and len(parts) > 2:
+        return f"workers.{parts[1]}"
+    return parts[0].removesuffix(".py")
+
+
+def _stage(frames: Sequence[str]) -> str:
+    """The innermost frame in the service's own code, e.g. ``_insert_history (workers/inventory/store.py)``."""
+    for frame in reversed(frames):
+        name, _, where = frame.partition(" (")
+        if where.startswith("workers/"):
+            return f"{name} ({where.rpartition(':')[0]})"
+    return "(SQLAlchemy greenlet: statement execution)" if frames else "(no Python frame)"
 
 
 # --------------------------------------------------------------------------------------------- latency
@@ -589,10 +708,10 @@ class Sent:
     status: int
 
 
-def distribution_envelope(template: dict[str, object], index: int, factory: EventFactory) -> tuple[str, bytes]:
-    """One push-manifest notification like Distribution sends it, with a unique id, tag and digest."""
+def distribution_envelope(template: dict[str, object], tag: str, factory: EventFactory) -> tuple[str, bytes]:
+    """One push-manifest notification like Distribution sends it, with a unique id and digest."""
     event = copy.deepcopy(template)
-    event_id, repository, digest, tag = str(uuid.uuid4()), factory.repository(), factory.digest(), f"bench-{index}"
+    event_id, repository, digest = str(uuid.uuid4()), factory.repository(), factory.digest()
     target = event["target"]
     assert isinstance(target, dict) and isinstance(event["request"], dict)
     target.update(repository=repository, digest=digest, tag=tag,
@@ -634,6 +753,44 @@ async def send_at_rate(
     return list(await asyncio.gather(*tasks))
 
 
+async def broker_floor(kafka: KafkaSettings, rate: float, duration_s: float) -> list[float]:
+    """Produce → plain consumer latency (ms) at ``rate``, with the worker's producer and consumer options.
+
+    The part of ingress-to-row latency that is the broker and client alone, measured in this run.
+    """
+    topics = Topics.from_prefix(kafka.topic_prefix)
+    await ensure_topics(kafka, kafka.bootstrap, topics)
+    consumer = AIOKafkaConsumer(**consumer_options(kafka, kafka.bootstrap, f"bench-floor-{uuid.uuid4().hex}"))
+    assigned = _Assigned()
+    consumer.subscribe([topics.image_events], listener=assigned)
+    producer = AIOKafkaProducer(**producer_options(kafka, kafka.bootstrap))
+    await consumer.start()
+    await producer.start()
+    try:
+        await assigned.wait(30)
+        count = int(rate * duration_s)
+        receiving = asyncio.create_task(_receive_stamped(consumer, count))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for index in range(count):
+            await asyncio.sleep(max(0.0, start + index / rate - loop.time()))
+            stamp = str(datetime.now(UTC).timestamp()).encode()
+            await producer.send(topics.image_events, stamp, key=str(index % 500).encode())
+        return await asyncio.wait_for(receiving, 30)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _receive_stamped(consumer: AIOKafkaConsumer, count: int) -> list[float]:
+    latencies: list[float] = []
+    while len(latencies) < count:
+        fetched = await consumer.getmany(timeout_ms=100)
+        now = datetime.now(UTC).timestamp()
+        latencies += [1000 * (now - float(r.value)) for records in fetched.values() for r in records]
+    return latencies
+
+
 async def wait_ready(process: ServiceProcess, timeout_s: float = 60.0) -> None:
     deadline = time.perf_counter() + timeout_s
     async with aiohttp.ClientSession() as http:
@@ -661,8 +818,8 @@ async def measure_latency(
 ) -> Latency:
     template = orjson.loads(ENVELOPE_EXAMPLE.read_bytes())["events"][0]
     url = f"http://{process.listen}/events/distribution"
-    warmup = [distribution_envelope(template, -i, factory) for i in range(1, 21)]
-    bodies = [distribution_envelope(template, i, factory) for i in range(int(args.rate * args.duration))]
+    warmup = [distribution_envelope(template, f"warmup-{i}", factory) for i in range(20)]
+    bodies = [distribution_envelope(template, f"bench-{i}", factory) for i in range(int(args.rate * args.duration))]
     await wait_ready(process)
     engine = create_engine(database_url, pool_size=1)
     connector = aiohttp.TCPConnector(limit=args.inflight)
@@ -705,27 +862,41 @@ def throughput_table(report: Report) -> list[str]:
     raw = report.raw
     assert raw is not None
     lines = [
-        "| Measurement | Steady rate | From start (incl. start-up) | Notes |",
-        "| --- | ---: | ---: | --- |",
+        "| Measurement | Steady rate | From start (incl. start-up) | CPU per message (steady) | Notes |",
+        "| --- | ---: | ---: | ---: | --- |",
         f"| Raw consume: `AIOKafkaConsumer.getmany`, no processing | {_n(raw.steady_per_s)} msg/s | "
-        f"{_n(raw.per_s)} msg/s ({raw.elapsed:.2f} s) | {_n(raw.count)} messages, {PARTITIONS} partitions, "
-        "fresh group |",
+        f"{_n(raw.per_s)} msg/s ({raw.elapsed:.2f} s) | {_cpu(raw)} | {_n(raw.count)} messages, {PARTITIONS} "
+        f"partitions, fresh group; steady = after the group join; {_service_cpu(raw)} |",
     ]
     for run in report.workers:
         rate, stats = run.rate, run.stats
         lines.append(
             f"| Worker path: 1 `worker --kinds inventory` process → {run.database} | "
-            f"{_n(rate.steady_per_s)} events/s | {_n(rate.per_s)} events/s ({rate.elapsed:.2f} s) | "
-            f"{_n(rate.count)} rows{'' if rate.complete else ' (TIMED OUT)'}; {stats.batches} batches of "
-            f"{stats.mean_batch:.0f} events on average, {stats.mean_handle_ms:.0f} ms each in `handle` "
-            f"(batches of different partitions overlap) |"
+            f"{_n(rate.steady_per_s)} events/s | {_n(rate.per_s)} events/s ({rate.elapsed:.2f} s) | {_cpu(rate)} | "
+            f"{_n(rate.count)} rows{'' if rate.complete else ' (TIMED OUT)'}; steady = first row to last; "
+            f"{stats.batches} batches of {stats.mean_batch:.0f} events on average, {stats.mean_handle_ms:.0f} ms "
+            f"each in `handle` (batches of different partitions overlap); {_service_cpu(rate)} |"
         )
+        steady = _ratio(rate.steady_per_s, raw.steady_per_s)
         lines.append(
-            f"| Ratio worker / raw ({run.database}) | **{rate.steady_per_s / raw.steady_per_s:.1%}** | "
-            f"{rate.per_s / raw.per_s:.1%} | goal ≥ 25 % (steady): "
-            f"{'met' if rate.steady_per_s >= 0.25 * raw.steady_per_s else 'NOT met'} |"
+            f"| Ratio worker / raw ({run.database}) | **{steady:.1%}** | {_ratio(rate.per_s, raw.per_s):.1%} | "
+            f"{_ratio(rate.cpu_us_per_item, raw.cpu_us_per_item):.0f} times the CPU | "
+            f"goal ≥ 25 % (steady): {'met' if steady >= 0.25 else 'NOT met'} |"
         )
     return lines
+
+
+def _ratio(value: float, reference: float) -> float:
+    return value / reference if reference else float("nan")
+
+
+def _cpu(rate: Rate) -> str:
+    return f"{rate.cpu_us_per_item:.1f} µs ({rate.cpu_share():.0%} of a core)"
+
+
+def _service_cpu(rate: Rate) -> str:
+    shares = ", ".join(f"{name} {rate.cpu_share(name):.0%}" for name in rate.cpu if name != "consumer")
+    return f"meanwhile {shares} of a core"
 
 
 def latency_table(report: Report) -> list[str]:
@@ -735,11 +906,36 @@ def latency_table(report: Report) -> list[str]:
     ]
     for lat in report.latencies:
         for label, values in (("row (`recorded_at` - send)", lat.row_ms), ("HTTP 202 answer", lat.http_ms)):
-            pcts = " | ".join(f"{percentile(values, p):.0f} ms" for p in (50, 90, 99, 100))
             lines.append(
                 f"| {lat.database}: {label} | {lat.target_rate:.0f}/s for {lat.duration_s:.0f} s | "
-                f"{lat.achieved_rate:.1f}/s | {lat.accepted} / {lat.landed} of {lat.sent} | {pcts} |"
+                f"{lat.achieved_rate:.1f}/s | {lat.accepted} / {lat.landed} of {lat.sent} | {_percentiles(values)} |"
             )
+    if report.floor_ms:
+        lines.append(
+            f"| reference: produce → plain consumer, same client options | {report.args.rate:.0f}/s for "
+            f"{FLOOR_DURATION_S:.0f} s | | {len(report.floor_ms)} received | {_percentiles(report.floor_ms)} |"
+        )
+    return lines
+
+
+def _percentiles(values: Sequence[float]) -> str:
+    return " | ".join(f"{percentile(values, p):.0f} ms" for p in (50, 90, 99, 100))
+
+
+def latency_notes(report: Report) -> list[str]:
+    lines = [
+        f"One event per POST, at most {report.latencies[0].inflight} requests in flight; both clocks are UTC wall "
+        "time on this machine. `recorded_at` is the worker's clock when it starts writing the batch, so a row "
+        "becomes visible up to one batch write later. From the `up` process's `/metrics`:"
+    ]
+    for lat in report.latencies:
+        stats, smallest = lat.stats, min(lat.row_ms, default=float("nan"))
+        batches = f"{stats.batches} batches of {stats.mean_batch:.1f} events, {stats.mean_handle_ms:.1f} ms each"
+        broker_to_row = f"{1000 * stats.kafka_to_row_mean_s:.0f} ms"
+        lines.append(
+            f"- {lat.database}: {batches}; broker timestamp → history written {broker_to_row} on average; smallest "
+            f"latency {smallest:.0f} ms (negative would mean the clocks disagree)."
+        )
     return lines
 
 
@@ -759,16 +955,7 @@ def render(report: Report) -> str:
         "",
     ]
     if report.latencies:
-        lat = report.latencies[0]
-        lines += [
-            *latency_table(report),
-            "",
-            f"One event per POST, ≤ {lat.inflight} requests in flight. `recorded_at` is the worker's UTC clock when it "
-            "starts writing the batch, so the row becomes visible up to one batch write later (mean batch write in "
-            f"the `up` process: {lat.stats.mean_handle_ms:.1f} ms, {lat.stats.mean_batch:.1f} events per batch; "
-            f"mean broker-timestamp → history written: {1000 * lat.stats.kafka_to_row_mean_s:.0f} ms).",
-            "",
-        ]
+        lines += [*latency_table(report), "", *latency_notes(report), ""]
     if report.profile:
         lines += ["Worker profile (py-spy, worker path): see `bench/results/worker-profile.txt`.", ""]
     return "\n".join(lines)
@@ -804,40 +991,61 @@ def profile_path(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
     databases = ("postgres", "sqlite") if args.database == "both" else (args.database,)
-    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
-    broker = stack.enter_context(KafkaBroker())
-    pg = stack.enter_context(PostgresServer()) if "postgres" in databases else None
+    services = Services(
+        workdir=Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-"))),
+        broker=stack.enter_context(KafkaBroker()),
+        pg=stack.enter_context(PostgresServer()) if "postgres" in databases else None,
+    )
     factory = EventFactory(args.seed, args.repositories)
     events = factory.events(args.events)
-    messages = encode_messages(events)
     report = Report(args, mix=describe_mix(events))
+    measure_throughput(args, services, databases, encode_messages(events), report)
+    if not args.skip_latency:
+        measure_latencies(args, services, databases, factory, report)
+    return report
+
+
+def measure_throughput(
+    args: argparse.Namespace, services: Services, databases: Sequence[str], messages: Sequence[Message], report: Report
+) -> None:
+    """Raw consume once, then one worker path per database, each on its own freshly produced topic."""
     spy_output = profile_path(args)
     for index, database in enumerate(databases):
-        kafka = kafka_settings(broker.bootstrap, f"bench-worker-{database}")
-        url = fresh_database(pg if database == "postgres" else None, workdir, f"worker_{database}")
+        kafka = kafka_settings(services.broker.bootstrap, f"bench-worker-{database}")
+        url = services.database_url(database, f"worker_{database}")
         produced = asyncio.run(produce(kafka, messages))
+        meter = services.cpu_meter(database)
         if report.raw is None:
-            report.raw = asyncio.run(consume_raw(kafka, len(messages)))
+            report.raw = asyncio.run(
+                consume_raw(kafka, len(messages), meter.with_reader("consumer", time.process_time))
+            )
             print(f"raw consume: {report.raw.steady_per_s:,.0f} msg/s steady", file=sys.stderr)
-        rate, stats = run_worker_path(database, url, kafka, len(messages), workdir, spy_output if index == 0 else None)
+        profile_to = spy_output if index == 0 else None
+        rate, stats = run_worker_path(database, url, kafka, len(messages), services.workdir, meter, profile_to)
         report.workers.append(WorkerRun(database, rate, stats, produced))
         print(f"worker path ({database}): {rate.steady_per_s:,.0f} events/s steady", file=sys.stderr)
     if spy_output is not None and spy_output.exists():
         report.profile = summarise_profile(spy_output)
-    for database in () if args.skip_latency else databases:
-        url = fresh_database(pg if database == "postgres" else None, workdir, f"latency_{database}")
-        report.latencies.append(run_latency(database, url, broker.bootstrap, workdir, args, factory))
-    return report
+
+
+def measure_latencies(
+    args: argparse.Namespace, services: Services, databases: Sequence[str], factory: EventFactory, report: Report
+) -> None:
+    floor_kafka = kafka_settings(services.broker.bootstrap, "bench-floor")
+    report.floor_ms = asyncio.run(broker_floor(floor_kafka, args.rate, FLOOR_DURATION_S))
+    for database in databases:
+        url = services.database_url(database, f"latency_{database}")
+        report.latencies.append(run_latency(database, url, services.broker.bootstrap, services.workdir, args, factory))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         report = run(args, stack)
     text = render(report)
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     if report.profile:
         (args.output.parent / "worker-profile.txt").write_text(report.profile + "\n")

@@ -96,7 +96,7 @@ async def _upsert_pushes(session: AsyncSession, writes: list[RowWrite], now: dat
         },
         where=ARTIFACTS.c.event_at <= new.event_at,
     )
-    # executemany: SQLAlchemy batches the rows into multi-row VALUES with a cached statement
+    # executemany with a cached statement (one row per database message on asyncpg; see README)
     await session.execute(stmt, [_row(w, now) for w in writes])
 
 
