@@ -17,4 +17,3 @@ def insert_for(session: AsyncSession, table: Table) -> Any:
     if bind.dialect.name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {bind.dialect.name!r}")
-

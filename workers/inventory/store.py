@@ -31,8 +31,8 @@ async def record_events(session: AsyncSession, events: Sequence[ImageEvent], now
 async def apply_changes(session: AsyncSession, changes: InventoryChanges, now: datetime) -> None:
     pushes = [w for w in changes.writes.values() if not w.deleted]
     deletes = [w for w in changes.writes.values() if w.deleted]
-    await _upsert_pushes(session, pushes, now)
-    await _upsert_deletes(session, deletes, now)
+    await _upsert(session, pushes, now, PUSH_COLUMNS)
+    await _upsert(session, deletes, now, DELETE_COLUMNS)
     await _delete_tags_of_digests(session, changes, now)
     await _record_pulls(session, changes)
 
@@ -77,39 +77,23 @@ def _row(write: RowWrite, now: datetime) -> dict[str, object]:
     }
 
 
-async def _upsert_pushes(session: AsyncSession, writes: list[RowWrite], now: datetime) -> None:
+# Columns a push sets on an existing row; a delete only marks it (keeping what was pushed).
+PUSH_COLUMNS = ("kind", "digest", "media_type", "size", "pushed_at", "deleted_at", "event_at", "updated_at")
+DELETE_COLUMNS = ("deleted_at", "event_at", "updated_at")
+
+
+async def _upsert(session: AsyncSession, writes: list[RowWrite], now: datetime, columns: tuple[str, ...]) -> None:
+    """Insert or update artifact rows; a row newer than the write (``event_at``) is left alone."""
     if not writes:
         return
     stmt = insert_for(session, ARTIFACTS)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["region", "name", "ref"],
-        set_={
-            "kind": new.kind,
-            "digest": new.digest,
-            "media_type": new.media_type,
-            "size": new.size,
-            "pushed_at": new.pushed_at,
-            "deleted_at": None,
-            "event_at": new.event_at,
-            "updated_at": new.updated_at,
-        },
+        set_={column: new[column] for column in columns},
         where=ARTIFACTS.c.event_at <= new.event_at,
     )
     # executemany with a cached statement (one row per database message on asyncpg; see README)
-    await session.execute(stmt, [_row(w, now) for w in writes])
-
-
-async def _upsert_deletes(session: AsyncSession, writes: list[RowWrite], now: datetime) -> None:
-    if not writes:
-        return
-    stmt = insert_for(session, ARTIFACTS)
-    new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["region", "name", "ref"],
-        set_={"deleted_at": new.deleted_at, "event_at": new.event_at, "updated_at": new.updated_at},
-        where=ARTIFACTS.c.event_at <= new.event_at,
-    )
     await session.execute(stmt, [_row(w, now) for w in writes])
 
 
