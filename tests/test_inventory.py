@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from workers.db.engine import session_factory
 from workers.db.models import Artifact, ImageEventRecord
 from workers.events.model import Action, ArtifactKind, ImageEvent, Source
-from workers.inventory.store import record_events
+from workers.inventory.flow import inventory_writer
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 D1, D2, BLOB = ("sha256:" + c * 64 for c in "12b")
@@ -30,10 +30,10 @@ def ev(action: Action, *, tag: str | None = None, digest: str | None = D1, at: i
 
 
 async def apply(engine: AsyncEngine, *batches: Sequence[ImageEvent]) -> None:
-    sessions = session_factory(engine)
+    """Through the writer the worker uses: array statements on Postgres, SQLAlchemy on SQLite."""
+    write = inventory_writer(engine)
     for batch in batches:
-        async with sessions.begin() as session:
-            await record_events(session, batch, T0)
+        await write(batch, T0)
 
 
 async def live_tags(engine: AsyncEngine) -> dict[str, str | None]:

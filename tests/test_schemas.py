@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 
 from workers.api.errors import error_response
 from workers.config import Settings
+from workers.db.engine import create_engine, session_factory
 from workers.errors import InvalidMessage
 from workers.events import distribution, harbor
 from workers.events.model import decode_event, encode_event
@@ -179,8 +180,8 @@ def test_topic_consumer_groups_match_the_topology() -> None:
     """The consumer groups each topic file lists are exactly the flows that read the topic."""
     defaults = Settings()
     settings = defaults.model_copy(update={"kafka": defaults.kafka.model_copy(update={"topic_prefix": PREFIX})})
-    sessions: Any = None  # building a flow opens nothing
-    deps = FlowDependencies(settings, Topics.from_prefix(PREFIX), sessions, clock=lambda: RECEIVED_AT)
+    engine = create_engine("sqlite+aiosqlite://")  # building a flow opens nothing
+    deps = FlowDependencies(settings, Topics.from_prefix(PREFIX), engine, session_factory(engine), lambda: RECEIVED_AT)
     actual: dict[str, set[tuple[str, str]]] = {}
     for flow in build_flows(deps):
         actual.setdefault(flow.topic, set()).add((flow.kind, flow.group))

@@ -58,6 +58,8 @@ class KafkaSettings(_Frozen):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    # How long the broker may hold a fetch when no data is waiting: the floor of event latency.
+    fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
 
     @property
     def bundled(self) -> bool:
@@ -195,6 +197,7 @@ ENV_KEYS: dict[str, str] = {
     "RW_KAFKA_SESSION_TIMEOUT_MS": "kafka.session_timeout_ms",
     "RW_KAFKA_HEARTBEAT_INTERVAL_MS": "kafka.heartbeat_interval_ms",
     "RW_KAFKA_MAX_POLL_INTERVAL_MS": "kafka.max_poll_interval_ms",
+    "RW_KAFKA_FETCH_MAX_WAIT_MS": "kafka.fetch_max_wait_ms",
     "RW_WORKER_MAX_BATCH": "worker.max_batch",
     "RW_WORKER_MAX_BUFFERED": "worker.max_buffered_per_partition",
     "RW_WORKER_COMMIT_INTERVAL_MS": "worker.commit_interval_ms",

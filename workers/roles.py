@@ -128,7 +128,7 @@ async def _serve(app: web.Application, settings: Settings, stack: contextlib.Asy
 def _start_workers(
     ctx: ApiContext, bootstrap: str, options: RoleOptions, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
-    deps = FlowDependencies(ctx.settings, ctx.topics, ctx.sessions, ctx.clock)
+    deps = FlowDependencies(ctx.settings, ctx.topics, ctx.engine, ctx.sessions, ctx.clock)
     try:
         flows = build_flows(deps, options.worker_kinds)
     except ValueError as exc:

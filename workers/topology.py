@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
@@ -41,6 +41,7 @@ from workers.scheduler.dispatcher import Schedule
 class FlowDependencies:
     settings: Settings
     topics: Topics
+    engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     clock: Callable[[], datetime]
 
@@ -55,7 +56,7 @@ def inventory_flow(deps: FlowDependencies) -> Flow[Any]:
         topic=deps.topics.image_events,
         group=_group(deps, "inventory"),
         decode=decode_image_event,
-        handle=InventoryRecorder(deps.sessions, deps.clock),
+        handle=InventoryRecorder(deps.engine, deps.clock),
         transient=TRANSIENT_DB_ERRORS,
         describe="records pushes, deletes and pulls into the artifacts inventory",
     ).erased()

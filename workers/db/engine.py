@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import asyncpg.exceptions
 import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -16,6 +17,12 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.TimeoutError,  # pool checkout timed out
     ConnectionError,
     OSError,
+    # raised directly by statements run on the driver connection (inventory/store_pg.py)
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
 )
 
 

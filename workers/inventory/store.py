@@ -2,7 +2,8 @@
 
 Called by the inventory worker inside one transaction per batch; the runner commits the Kafka
 offsets only after that transaction committed. Every statement is idempotent, so a batch that
-is redelivered after a crash converges to the same rows.
+is redelivered after a crash converges to the same rows. Portable SQLAlchemy statements, used
+on SQLite; ``store_pg.py`` does the same on Postgres with one array statement per step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Table, and_, bindparam, or_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workers.db.models import Artifact, ImageEventRecord
 from workers.db.upsert import insert_for
@@ -20,6 +21,17 @@ from workers.inventory.core import InventoryChanges, RowWrite, fold_events
 
 ARTIFACTS: Table = Artifact.__table__  # type: ignore[assignment]
 EVENTS: Table = ImageEventRecord.__table__  # type: ignore[assignment]
+
+
+class SessionInventoryWriter:
+    """Writes a batch in one session transaction; may block on the database lock."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self._sessions = sessions
+
+    async def __call__(self, events: Sequence[ImageEvent], now: datetime) -> None:
+        async with self._sessions.begin() as session:
+            await record_events(session, events, now)
 
 
 async def record_events(session: AsyncSession, events: Sequence[ImageEvent], now: datetime) -> None:
