@@ -27,6 +27,7 @@ from workers.events import distribution, harbor
 from workers.events.model import decode_event, encode_event
 from workers.events.payload import PayloadError
 from workers.runtime.kafka import Topics
+from workers.secrets import SecretBox
 from workers.topology import FlowDependencies, build_flows
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -46,6 +47,8 @@ EXAMPLE_SCHEMAS = {
     "harbor": HARBOR,
     "api-error/1": API_ERROR,
     "commands/1": "commands.v1.schema.json",
+    "webhook-harbor/1": "webhook-harbor.v1.schema.json",
+    "webhook-cloudevents/1": "webhook-cloudevents.v1.schema.json",
 }
 
 HARBOR_ARTIFACT_TYPES = {*harbor.DEFAULT_TYPES, *harbor.CLOUDEVENT_TYPES}
@@ -181,7 +184,9 @@ def test_topic_consumer_groups_match_the_topology() -> None:
     defaults = Settings()
     settings = defaults.model_copy(update={"kafka": defaults.kafka.model_copy(update={"topic_prefix": PREFIX})})
     engine = create_engine("sqlite+aiosqlite://")  # building a flow opens nothing
-    deps = FlowDependencies(settings, Topics.from_prefix(PREFIX), engine, session_factory(engine), lambda: RECEIVED_AT)
+    box = SecretBox([SecretBox.generate_key()])
+    sessions = session_factory(engine)
+    deps = FlowDependencies(settings, Topics.from_prefix(PREFIX), engine, sessions, lambda: RECEIVED_AT, box)
     actual: dict[str, set[tuple[str, str]]] = {}
     for flow in build_flows(deps):
         actual.setdefault(flow.topic, set()).add((flow.kind, flow.group))

@@ -7,6 +7,8 @@
     registry-workers [--config PATH] worker [--kinds K,...]  # consumers
     registry-workers [--config PATH] scheduler               # schedule dispatcher
     registry-workers [--config PATH] migrate                 # apply database migrations
+    registry-workers [--config PATH] deliveries [--status S] # recent trigger and webhook deliveries
+    registry-workers [--config PATH] replay ID [ID ...]      # requeue finished (e.g. dead-lettered) deliveries
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Sequence
 
 from workers import __version__
 from workers.bootstrap import ensure_credentials
-from workers.config import ConfigError, load_settings
+from workers.config import ConfigError, Settings, load_settings
 from workers.logs import configure_logging
 from workers.roles import RoleOptions, run_role
 from workers.topology import WORKER_KINDS
+from workers.triggers.admin import list_deliveries, replay_deliveries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("scheduler", parents=[common], help="dispatch scheduled jobs")
     sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+    deliveries = sub.add_parser("deliveries", parents=[common], help="list recent trigger and webhook deliveries")
+    deliveries.add_argument("--status", choices=("pending", "running", "succeeded", "failed", "cancelled"))
+    deliveries.add_argument("--limit", type=int, default=20)
+    replay = sub.add_parser("replay", parents=[common], help="requeue finished deliveries by id")
+    replay.add_argument("ids", metavar="ID", type=int, nargs="+")
     return parser
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """The one-shot operator commands; returns the exit status."""
+    if args.role == "deliveries":
+        lines = asyncio.run(list_deliveries(settings, args.status, args.limit))
+        print("\n".join(["id\tstatus\tkind\tattempts\tartifact\ttarget\tdetail", *lines]))
+        return 0
+    lines = asyncio.run(replay_deliveries(settings, args.ids))
+    print("\n".join(lines))
+    return 0 if all(line.endswith("queued for replay") for line in lines) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level)
+        if args.role in ("deliveries", "replay"):
+            return run_command(args, settings)
         if args.role in ("up", "api"):
             settings = ensure_credentials(settings)
         kinds = [k.strip() for k in getattr(args, "kinds", "").split(",") if k.strip()]

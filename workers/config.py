@@ -69,6 +69,115 @@ class KafkaSettings(_Frozen):
         return (not self.bundled) if self.idempotence is None else self.idempotence
 
 
+class ClusterSettings(_Frozen):
+    """A Kubernetes cluster deployment triggers may update (YAML ``clusters: {id: ...}``).
+
+    Either ``server`` plus credentials, or a ``kubeconfig`` path (optionally a ``context``).
+    The map key is the SWR ``cluster_id``; ``name`` is the ``cluster_name`` it also answers to.
+    """
+
+    name: str | None = None
+    server: str | None = None
+    ca_file: Path | None = None
+    ca_data: str | None = None  # PEM text
+    token: str | None = None
+    token_file: Path | None = None
+    kubeconfig: Path | None = None
+    context: str | None = None
+    insecure: bool = False
+
+    @field_validator("server")
+    @classmethod
+    def _server_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _has_endpoint(self) -> ClusterSettings:
+        if not self.server and not self.kubeconfig:
+            raise ValueError("give either server (with token or token_file) or kubeconfig")
+        return self
+
+
+class TriggerSettings(_Frozen):
+    """Deployment triggers and webhook delivery (YAML ``triggers:``)."""
+
+    # Targets in these networks pass the SSRF guard (e.g. 10.0.0.0/8 for in-cluster receivers).
+    allowed_networks: tuple[str, ...] = ()
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    total_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    # Delay before each attempt, in seconds: the Standard Webhooks schedule (first is immediate).
+    retry_schedule_s: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+    concurrency_per_target: int = Field(default=4, ge=1, le=256)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    # How a deployment trigger writes the image: {registry} {name} {tag} {digest}.
+    image_format: str = "{registry}/{name}:{tag}@{digest}"
+    verify_rollout: bool = False
+    rollout_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a CIDR network such as 127.0.0.0/8") from None
+        return value
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("expected at least one non-negative delay")
+        return value
+
+    @field_validator("image_format")
+    @classmethod
+    def _image_format(cls, value: str) -> str:
+        try:
+            value.format(registry="r", name="n", tag="t", digest="d")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"unknown placeholder {exc}; use {{registry}} {{name}} {{tag}} {{digest}}") from None
+        return value
+
+
+class SecretSettings(_Frozen):
+    """Keys that encrypt secrets at rest (Fernet). The first encrypts; all decrypt (rotation)."""
+
+    keys: tuple[str, ...] = ()
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _fernet_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from cryptography.fernet import Fernet
+
+        for index, key in enumerate(value):
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(f"key {index + 1} is not a Fernet key (32 url-safe base64 bytes)") from None
+        return value
+
+
 class WorkerSettings(_Frozen):
     """Tunables of the consumer runtime shared by every worker kind."""
 
@@ -93,6 +202,9 @@ class Settings(_Frozen):
     ingress_max_body: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "INFO"
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
+    clusters: dict[str, ClusterSettings] = Field(default_factory=dict)
+    triggers: TriggerSettings = TriggerSettings()
+    secrets: SecretSettings = SecretSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     history_retention_days: int = Field(default=7, ge=1)
@@ -198,6 +310,10 @@ ENV_KEYS: dict[str, str] = {
     "RW_KAFKA_HEARTBEAT_INTERVAL_MS": "kafka.heartbeat_interval_ms",
     "RW_KAFKA_MAX_POLL_INTERVAL_MS": "kafka.max_poll_interval_ms",
     "RW_KAFKA_FETCH_MAX_WAIT_MS": "kafka.fetch_max_wait_ms",
+    "RW_WEBHOOK_ALLOWED_NETWORKS": "triggers.allowed_networks",
+    "RW_SECRET_KEYS": "secrets.keys",
+    "RW_TRIGGER_VERIFY_ROLLOUT": "triggers.verify_rollout",
+    "RW_TRIGGER_IMAGE_FORMAT": "triggers.image_format",
     "RW_WORKER_MAX_BATCH": "worker.max_batch",
     "RW_WORKER_MAX_BUFFERED": "worker.max_buffered_per_partition",
     "RW_WORKER_COMMIT_INTERVAL_MS": "worker.commit_interval_ms",

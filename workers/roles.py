@@ -29,6 +29,7 @@ from workers.runtime.kafka import Topics, wait_for_broker
 from workers.runtime.producer import KafkaProducer
 from workers.runtime.runner import ConsumerRunner, RunnerOptions
 from workers.scheduler.dispatcher import Dispatcher, run_scheduler
+from workers.secrets import secret_box
 from workers.topology import FlowDependencies, build_flows, schedules
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ async def run_role(settings: Settings, options: RoleOptions, stop: asyncio.Event
         producer = KafkaProducer(settings.kafka, bootstrap)
         stack.push_async_callback(producer.stop)
         await producer.start()
-        ctx = ApiContext(settings, engine, session_factory(engine), producer, topics, utc_now)
+        ctx = ApiContext(settings, engine, session_factory(engine), producer, topics, secret_box(settings), utc_now)
         app = build_api_app(ctx) if options.role in ("up", "api") else build_ops_app(readiness_checks(ctx))
         await _serve(app, settings, stack)
         tasks = _start_workers(ctx, bootstrap, options, stop) if options.role in ("up", "worker") else []
@@ -128,7 +129,7 @@ async def _serve(app: web.Application, settings: Settings, stack: contextlib.Asy
 def _start_workers(
     ctx: ApiContext, bootstrap: str, options: RoleOptions, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
-    deps = FlowDependencies(ctx.settings, ctx.topics, ctx.engine, ctx.sessions, ctx.clock)
+    deps = FlowDependencies(ctx.settings, ctx.topics, ctx.engine, ctx.sessions, ctx.clock, ctx.secret_box)
     try:
         flows = build_flows(deps, options.worker_kinds)
     except ValueError as exc:
@@ -137,13 +138,13 @@ def _start_workers(
     concurrency = 1 if ctx.settings.uses_sqlite else 8
     runner_options = RunnerOptions.from_settings(ctx.settings.worker, concurrency)
     dead_letters = DeadLetters(ctx.producer, ctx.topics.dead_letter)
-    return [
-        asyncio.create_task(
-            ConsumerRunner(flow, ctx.settings.kafka, bootstrap, runner_options, dead_letters).run(stop),
-            name=f"worker-{flow.kind}",
-        )
-        for flow in flows
-    ]
+    tasks = []
+    for flow in flows:
+        runner = ConsumerRunner(flow, ctx.settings.kafka, bootstrap, runner_options, dead_letters)
+        tasks.append(asyncio.create_task(runner.run(stop), name=f"worker-{flow.kind}"))
+        if flow.companion is not None:
+            tasks.append(asyncio.create_task(flow.companion(stop), name=f"worker-{flow.kind}-companion"))
+    return tasks
 
 
 def _start_scheduler(ctx: ApiContext, stop: asyncio.Event) -> asyncio.Task[None]:

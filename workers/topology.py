@@ -6,6 +6,11 @@
                                                               │
                          group <prefix>.inventory ◄───────────┘
                            decode_image_event → InventoryRecorder (artifacts + image_events) → commit
+                                                              │
+                         group <prefix>.triggers ◄────────────┘
+                           decode_image_event → TriggerMatcher (deliveries rows) → commit
+                           companion Deliverer: due deliveries → webhook POST / workload update
+                             → attempt outcome, retry time (durable, per-target breaker)
 
     scheduler (dispatch only) ──► <prefix>.commands.v1  (key: job; one per schedule slot)
                                                               │
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -35,6 +41,11 @@ from workers.maintenance.commands import SWEEP_HISTORY, Command, CommandRunner, 
 from workers.runtime.flow import Flow
 from workers.runtime.kafka import Topics
 from workers.scheduler.dispatcher import Schedule
+from workers.secrets import SecretBox
+from workers.triggers.attempts import AttemptRunner
+from workers.triggers.delivery import Deliverer
+from workers.triggers.flow import TriggerMatcher
+from workers.triggers.matching import PayloadContext
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class FlowDependencies:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     clock: Callable[[], datetime]
+    secret_box: SecretBox
 
 
 def _group(deps: FlowDependencies, kind: str) -> str:
@@ -74,9 +86,33 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
     ).erased()
 
 
+def triggers_flow(deps: FlowDependencies) -> Flow[Any]:
+    attempts = AttemptRunner(deps.sessions, deps.settings, deps.secret_box)
+    deliverer = Deliverer(deps.sessions, deps.settings.triggers, attempts, deps.clock)
+    context = PayloadContext(
+        registry_host=_registry_host(deps.settings), source=f"/registry-workers/{deps.settings.region}"
+    )
+    return Flow(
+        kind="triggers",
+        topic=deps.topics.image_events,
+        group=_group(deps, "triggers"),
+        decode=decode_image_event,
+        handle=TriggerMatcher(deps.sessions, deliverer, context, deps.clock),
+        transient=TRANSIENT_DB_ERRORS,
+        describe="records the deployment and webhook deliveries a push, delete or pull causes",
+        companion=deliverer.run,
+    ).erased()
+
+
+def _registry_host(settings: Settings) -> str:
+    local = settings.local_registry()
+    return urlsplit(local.registry).netloc if local else ""
+
+
 FLOW_FACTORIES: dict[str, Callable[[FlowDependencies], Flow[Any]]] = {
     "inventory": inventory_flow,
     "maintenance": maintenance_flow,
+    "triggers": triggers_flow,
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from cryptography.fernet import Fernet
 
 from tests.support.services import free_port
 from workers.config import Settings
@@ -18,6 +19,7 @@ INGRESS_TOKEN = "test-ingress-token"
 ADMIN_AK = "TESTADMINACCESSKEY01"
 ADMIN_SK = "test-admin-secret-key"
 DISTRIBUTION_TYPE = "application/vnd.docker.distribution.events.v1+json"
+SECRET_KEY = Fernet.generate_key().decode()  # encrypts stored secrets in tests (never under ./data)
 
 
 def service_settings(database_url: str, bootstrap: str, topic_prefix: str, **extra: Any) -> Settings:
@@ -36,6 +38,7 @@ def service_settings(database_url: str, bootstrap: str, topic_prefix: str, **ext
             "heartbeat_interval_ms": 300,
         },
         "worker": {"commit_interval_ms": 100, "drain_timeout_s": 5},
+        "secrets": {"keys": [SECRET_KEY]},
     }
     document.update(extra)
     return Settings.model_validate(document)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from workers.api import ops, repos
+from workers.api import ops, repos, triggers, webhooks
 from workers.api.authn import KeyRecord, Principal, StaticKeyResolver, aksk_middleware
 from workers.api.context import CONTEXT, ApiContext
 from workers.api.errors import error_middleware
@@ -33,6 +33,8 @@ def build_api_app(ctx: ApiContext) -> web.Application:
     app[CONTEXT] = ctx
     app.add_routes(ingress.routes)
     app.add_routes(repos.routes)
+    app.add_routes(triggers.routes)
+    app.add_routes(webhooks.routes)
     ops.add_ops_routes(app, readiness_checks(ctx))
     return app
 

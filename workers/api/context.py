@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from workers.config import Settings
 from workers.runtime.kafka import Topics
 from workers.runtime.producer import KafkaProducer
+from workers.secrets import SecretBox
 
 
 def utc_now() -> datetime:
@@ -26,6 +27,7 @@ class ApiContext:
     sessions: async_sessionmaker[AsyncSession]
     producer: KafkaProducer
     topics: Topics
+    secret_box: SecretBox
     clock: Callable[[], datetime] = utc_now
 
     @property

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, MetaData, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workers.db.types import BigIntId, UtcDateTime
@@ -86,3 +87,106 @@ class ScheduleSlot(Base):
     slot_at: Mapped[datetime] = mapped_column(UtcDateTime)
     dispatched_at: Mapped[datetime] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Namespace(Base):
+    """An SWR namespace (the first segment of a repository name), numbered for the API."""
+
+    __tablename__ = "namespaces"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DeploymentTrigger(Base):
+    """An SWR trigger: update a workload's image when a matching tag of the repository is pushed."""
+
+    __tablename__ = "deployment_triggers"
+    __table_args__ = (UniqueConstraint("namespace", "repository", "name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    app_type: Mapped[str] = mapped_column(String(32))
+    application: Mapped[str] = mapped_column(String(253))
+    cluster_id: Mapped[str] = mapped_column(String(128))
+    cluster_name: Mapped[str] = mapped_column(String(128))
+    cluster_ns: Mapped[str] = mapped_column(String(253))
+    condition: Mapped[str] = mapped_column(String(1024))
+    container: Mapped[str] = mapped_column(String(253))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    trigger_mode: Mapped[str] = mapped_column(String(16))
+    trigger_type: Mapped[str] = mapped_column(String(16))
+    verify_rollout: Mapped[bool | None] = mapped_column(Boolean)  # None: the configured default
+    rollout_timeout_s: Mapped[float | None] = mapped_column(Float)
+    creator_name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebhookPolicy(Base):
+    """An SWR enterprise webhook policy of one namespace; secrets are stored encrypted."""
+
+    __tablename__ = "webhook_policies"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text)
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # auth_header encrypted
+    scope_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    signing_secrets: Mapped[str] = mapped_column(Text)  # encrypted JSON list, newest first
+    retry_schedule_s: Mapped[list[float] | None] = mapped_column(JSON)
+    creator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Delivery(Base):
+    """One execution of a trigger (or of one webhook target) for one image event.
+
+    ``key`` is deterministic (``trigger:{id}:{event}``, ``webhook:{policy}:{target}:{event}``)
+    and unique: a redelivered Kafka message or a registry retry never fires twice. Final
+    states (``succeeded``, ``failed``, ``cancelled``) are final until an explicit replay.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("key"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_trigger", "trigger_id", "created_at"),
+        Index("ix_deliveries_policy", "policy_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(400))
+    kind: Mapped[str] = mapped_column(String(16))  # "deployment" | "webhook"
+    trigger_id: Mapped[int | None] = mapped_column(BigInteger)
+    policy_id: Mapped[int | None] = mapped_column(BigInteger)
+    target_index: Mapped[int | None] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(2048))
+    event_id: Mapped[str] = mapped_column(String(300))
+    event_type: Mapped[str] = mapped_column(String(32))
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str | None] = mapped_column(String(128))
+    digest: Mapped[str | None] = mapped_column(String(160))
+    payload: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text)
+    rolled_back_to: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -7,12 +7,16 @@ Steps, in order, for every batch of one partition:
    (raises ``TransientError`` or a listed transient type to be retried);
 3. **commit** the batch's offsets — done by the runner, always last.
 
+A flow may bring a **companion**: a long-lived task started and stopped with its consumer,
+for work that must not run inside the poll loop (the triggers' deliverer).
+
 ``workers.topology`` lists every flow of the service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +47,7 @@ class Flow(Generic[T]):
     handle: Callable[[Sequence[T]], Awaitable[None]]
     transient: tuple[type[BaseException], ...] = field(default=())
     describe: str = ""
+    companion: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
 
     def erased(self) -> Flow[Any]:
         return self

@@ -1,0 +1,1 @@
+"""Triggers: deployment updates and signed webhooks fired by image events."""

@@ -1,0 +1,191 @@
+"""One attempt of one delivery: call the webhook or update the workload, judge the outcome.
+
+Reads the current trigger or policy (a deleted one cancels the delivery; rotated secrets and
+edited auth headers apply to the next attempt) and returns an ``AttemptRecord`` saying what
+happened and when to try again. Raises nothing for a failed call: failure is an outcome.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from workers.config import Settings
+from workers.db.models import Delivery, DeploymentTrigger, WebhookPolicy
+from workers.secrets import SecretBox, SecretError
+from workers.triggers import store
+from workers.triggers.http import WebhookClient
+from workers.triggers.kube import ClusterClients, KubeError, WorkloadRef, update_workload_image
+from workers.triggers.retry import Verdict, judge_response, next_delay, parse_retry_after
+from workers.triggers.signing import webhook_headers
+from workers.triggers.store import AttemptRecord
+
+USER_AGENT = "registry-workers"
+
+
+class AttemptRunner:
+    """Executes attempts; owns the HTTP and Kubernetes clients (closed by ``close``)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, box: SecretBox):
+        self._sessions = sessions
+        self._settings = settings
+        self._box = box
+        self._http = WebhookClient(settings.triggers)
+        self._clusters = ClusterClients(settings.clusters)
+
+    def target_key(self, delivery: Delivery) -> str:
+        """The isolation unit: a webhook receiver's origin, or a cluster."""
+        if delivery.kind == "webhook":
+            parts = urlsplit(delivery.target)
+            return f"webhook:{parts.scheme}://{parts.netloc}"
+        return f"cluster:{delivery.target.split('/', 1)[0]}"
+
+    async def attempt(self, delivery: Delivery, now: datetime) -> AttemptRecord:
+        if delivery.kind == "webhook":
+            return await self._webhook(delivery, now)
+        return await self._deployment(delivery, now)
+
+    async def close(self) -> None:
+        await self._http.close()
+        await self._clusters.close()
+
+    # --- webhooks ---
+
+    async def _webhook(self, delivery: Delivery, now: datetime) -> AttemptRecord:
+        async with self._sessions() as session:
+            policy = await session.get(WebhookPolicy, delivery.policy_id)
+        target = _target(policy, delivery.target_index)
+        if policy is None or target is None:
+            return AttemptRecord(store.CANCELLED, "the webhook policy or target was deleted")
+        if target.get("disabled_at"):
+            return AttemptRecord(store.CANCELLED, "the target was disabled after answering 410 Gone")
+        try:
+            headers = self._webhook_headers(delivery, policy, target, now)
+        except SecretError as exc:
+            return AttemptRecord(store.FAILED, f"cannot decrypt the policy's secrets: {exc}")
+        result = await self._http.post(
+            delivery.target, delivery.payload.encode(), headers, verify_tls=not target.get("skip_cert_verify")
+        )
+        verdict = judge_response(result.status)
+        if verdict is Verdict.SUCCEEDED:
+            return AttemptRecord(store.SUCCEEDED, result.describe(), result.status, result.latency_ms)
+        if verdict is Verdict.GONE:
+            await self._disable_target(policy.id, delivery.target_index, now)
+            return AttemptRecord(store.FAILED, "HTTP 410 Gone: target disabled", result.status, result.latency_ms)
+        retry_after = parse_retry_after(result.retry_after, now) if result.status in (429, 503) else None
+        schedule = policy.retry_schedule_s or self._settings.triggers.retry_schedule_s
+        return self._retry_or_give_up(
+            delivery, schedule, result.describe(), now, result.status, result.latency_ms, retry_after
+        )
+
+    def _webhook_headers(
+        self, delivery: Delivery, policy: WebhookPolicy, target: dict[str, Any], now: datetime
+    ) -> dict[str, str]:
+        body = delivery.payload.encode()
+        secrets = orjson.loads(self._box.decrypt(policy.signing_secrets))
+        headers = webhook_headers(secrets, f"msg_{delivery.id}", int(now.timestamp()), body)
+        headers["Content-Type"] = delivery.content_type
+        headers["User-Agent"] = USER_AGENT
+        if target.get("auth_header"):
+            name, _, value = self._box.decrypt(target["auth_header"]).partition(":")
+            headers[name.strip()] = value.strip()
+        return headers
+
+    async def _disable_target(self, policy_id: int, index: int | None, now: datetime) -> None:
+        async with self._sessions.begin() as session:
+            policy = await session.get(WebhookPolicy, policy_id, with_for_update=True)
+            if policy is None or index is None or index >= len(policy.targets):
+                return
+            targets = [dict(t) for t in policy.targets]
+            targets[index]["disabled_at"] = now.isoformat()
+            policy.targets = targets
+            policy.updated_at = now
+            await store.cancel_pending(
+                session, now, policy_id=policy_id, target_index=index, reason="target disabled after answering 410 Gone"
+            )
+
+    # --- deployments ---
+
+    async def _deployment(self, delivery: Delivery, now: datetime) -> AttemptRecord:
+        async with self._sessions() as session:
+            trigger = await session.get(DeploymentTrigger, delivery.trigger_id)
+        if trigger is None:
+            return AttemptRecord(store.CANCELLED, "the trigger was deleted")
+        image = self._image(orjson.loads(delivery.payload))
+        if image is None:
+            return AttemptRecord(
+                store.FAILED,
+                f"no registry URL configured for region {self._settings.region!r} "
+                f"(regions.{self._settings.region}.registry)",
+            )
+        cluster = self._clusters.resolve(trigger.cluster_id or None, trigger.cluster_name or None)
+        if cluster is None:
+            return AttemptRecord(
+                store.FAILED,
+                f"unknown cluster {trigger.cluster_id or trigger.cluster_name!r}: "
+                "add it under clusters: in the configuration",
+            )
+        ref = WorkloadRef(cluster, trigger.cluster_ns, trigger.app_type, trigger.application, trigger.container or None)
+        verify = self._settings.triggers.verify_rollout if trigger.verify_rollout is None else trigger.verify_rollout
+        timeout_s = trigger.rollout_timeout_s or self._settings.triggers.rollout_timeout_s
+        try:
+            client = await self._clusters.client(cluster)
+            outcome = await update_workload_image(client, ref, image, verify=verify, timeout_s=timeout_s)
+        except KubeError as exc:
+            if not exc.transient:
+                return AttemptRecord(store.FAILED, str(exc), exc.status)
+            schedule = self._settings.triggers.retry_schedule_s
+            return self._retry_or_give_up(delivery, schedule, str(exc), now, exc.status, None, None)
+        status = store.SUCCEEDED if outcome.succeeded else store.FAILED
+        return AttemptRecord(status, outcome.detail, outcome.status_code, rolled_back_to=outcome.rolled_back_to)
+
+    def _image(self, payload: dict[str, Any]) -> str | None:
+        registry = str(payload.get("registry") or "")
+        if not registry:
+            local = self._settings.local_registry()
+            registry = urlsplit(local.registry).netloc if local else ""
+        if not registry:
+            return None
+        image = self._settings.triggers.image_format.format(
+            registry=registry, name=payload["name"], tag=payload["tag"], digest=payload.get("digest") or ""
+        )
+        return image.removesuffix("@")
+
+    # --- shared ---
+
+    def _retry_or_give_up(
+        self,
+        delivery: Delivery,
+        schedule: Sequence[float],
+        detail: str,
+        now: datetime,
+        status_code: int | None,
+        latency_ms: int | None,
+        retry_after_s: float | None,
+    ) -> AttemptRecord:
+        attempts_made = delivery.attempts + 1
+        delay = next_delay(schedule, attempts_made, retry_after_s=retry_after_s, jitter=random.uniform(-1, 1))
+        if delay is None:
+            return AttemptRecord(
+                store.FAILED, f"gave up after {attempts_made} attempts; last: {detail}", status_code, latency_ms
+            )
+        when = now + timedelta(seconds=delay)
+        return AttemptRecord(
+            store.PENDING,
+            f"attempt {attempts_made} failed: {detail}; next at {when.isoformat()}",
+            status_code,
+            latency_ms,
+            next_attempt_at=when,
+        )
+
+
+def _target(policy: WebhookPolicy | None, index: int | None) -> dict[str, Any] | None:
+    if policy is None or index is None or not 0 <= index < len(policy.targets):
+        return None
+    return dict(policy.targets[index])

@@ -1,0 +1,157 @@
+"""The deliverer: runs due deliveries off the Kafka poll loop, each target isolated.
+
+New deliveries are handed over by the matcher (``wake``) and attempted at once; retries come
+back through the database (``next_attempt_at``), polled every second, so they survive
+restarts and any replica may run them. Every target — a webhook origin or a cluster — has its
+own concurrency limit and circuit breaker: a receiver that hangs for 10 s ties up only its
+own slots, never the others'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from workers.config import TriggerSettings
+from workers.db.engine import TRANSIENT_DB_ERRORS
+from workers.db.models import Delivery
+from workers.triggers import store
+from workers.triggers.attempts import AttemptRunner
+from workers.triggers.retry import CircuitBreaker
+from workers.triggers.store import AttemptRecord
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 1.0
+CLAIM_BATCH = 200
+MAX_IN_FLIGHT = 512
+
+
+@dataclass
+class TargetLane:
+    """Concurrency limit and circuit breaker of one target."""
+
+    slots: asyncio.Semaphore
+    breaker: CircuitBreaker
+
+
+class Deliverer:
+    """Claims due deliveries and runs their attempts; one per worker process of kind ``triggers``."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: TriggerSettings,
+        attempts: AttemptRunner,
+        clock: Callable[[], datetime],
+    ):
+        self._sessions = sessions
+        self._settings = settings
+        self._attempts = attempts
+        self._clock = clock
+        self._woken: asyncio.Queue[list[int]] = asyncio.Queue()
+        self._lanes: dict[str, TargetLane] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._capacity = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._lease = timedelta(seconds=max(120.0, settings.rollout_timeout_s + settings.total_timeout_s + 60.0))
+
+    def wake(self, delivery_ids: list[int]) -> None:
+        """Attempt these new deliveries now (called by the matcher after its commit)."""
+        if delivery_ids:
+            self._woken.put_nowait(delivery_ids)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: claim and start due work; then let attempts in flight finish (bounded)."""
+        try:
+            while not stop.is_set():
+                ids = await self._next_wakeup(stop)
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await self._claim_and_start(ids)
+        finally:
+            await self._drain()
+            await self._attempts.close()
+
+    async def _next_wakeup(self, stop: asyncio.Event) -> list[int] | None:
+        """Ids handed over by the matcher, or None when it is time to poll the database."""
+        getter = asyncio.ensure_future(self._woken.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({getter, stopper}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        return None
+
+    async def _claim_and_start(self, ids: list[int] | None) -> None:
+        async with self._sessions() as session:
+            claimed = await store.claim_due(session, self._clock(), self._lease, CLAIM_BATCH, ids)
+        for delivery in claimed:
+            await self._capacity.acquire()
+            task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        lane = self._lane(self._attempts.target_key(delivery))
+        try:
+            if not lane.breaker.allows(time.monotonic()):
+                record = self._deferred_by_breaker(lane)
+            else:
+                async with lane.slots:
+                    record = await self._attempts.attempt(delivery, self._clock())
+                self._observe(lane, record)
+            await self._finish(delivery.id, record)
+        except Exception:
+            # The lease expires and another pass retries; never lose the delivery.
+            lane.breaker.record_failure(time.monotonic())  # also ends a half-open probe
+            log.exception("delivery %s: attempt failed unexpectedly", delivery.id)
+        finally:
+            self._capacity.release()
+
+    def _observe(self, lane: TargetLane, record: AttemptRecord) -> None:
+        """Every attempt reports to the breaker, so a half-open probe always ends."""
+        now = time.monotonic()
+        if record.status in (store.SUCCEEDED, store.CANCELLED):  # cancelled: nothing was sent
+            lane.breaker.record_success(now)
+        else:
+            lane.breaker.record_failure(now)
+
+    def _deferred_by_breaker(self, lane: TargetLane) -> AttemptRecord:
+        now = time.monotonic()
+        wait_s = max(0.0, (lane.breaker.retry_at(now) or now) - now) + random.uniform(0, 1)
+        return AttemptRecord(
+            status=store.PENDING,
+            detail=f"target circuit open after repeated failures; next try in {wait_s:.0f} s",
+            next_attempt_at=self._clock() + timedelta(seconds=wait_s),
+            counts_as_attempt=False,
+        )
+
+    async def _finish(self, delivery_id: int, record: AttemptRecord) -> None:
+        async with self._sessions.begin() as session:
+            await store.finish_attempt(session, delivery_id, record, self._clock())
+        if record.status == store.PENDING and record.next_attempt_at is not None:
+            delay = (record.next_attempt_at - self._clock()).total_seconds()
+            if delay < POLL_INTERVAL_S:  # an immediate retry should not wait for the next poll
+                asyncio.get_running_loop().call_later(max(delay, 0.0), self.wake, [delivery_id])
+
+    def _lane(self, key: str) -> TargetLane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            breaker = CircuitBreaker(self._settings.breaker_failures, self._settings.breaker_cooldown_s)
+            lane = TargetLane(asyncio.Semaphore(self._settings.concurrency_per_target), breaker)
+            self._lanes[key] = lane
+        return lane
+
+    async def _drain(self, timeout_s: float = 10.0) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:  # their leases expire; another worker retries them
+                task.cancel()

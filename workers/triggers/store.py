@@ -1,0 +1,220 @@
+"""Deliveries in the database: record what matched, claim what is due, write each outcome.
+
+Every function takes the caller's ``AsyncSession`` and does not commit, except where its
+docstring says so. Claims are leases: a worker that dies mid-attempt leaves a ``running`` row
+whose lease expires, and any worker picks it up again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from workers.db.models import Delivery, DeploymentTrigger, WebhookPolicy
+from workers.db.upsert import insert_for
+from workers.triggers.conditions import ConditionError, parse_condition
+from workers.triggers.matching import PlannedDelivery, PolicyRule, TriggerRule, WebhookTarget
+from workers.triggers.selectors import SelectorError, parse_scope_rules
+
+log = logging.getLogger(__name__)
+
+DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeeded", "failed", "cancelled"
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+async def load_rules(session: AsyncSession, namespaces: set[str]) -> tuple[list[TriggerRule], list[PolicyRule]]:
+    """The enabled triggers and policies of ``namespaces``, ready for ``plan_deliveries``."""
+    if not namespaces:
+        return [], []
+    triggers = await session.scalars(
+        select(DeploymentTrigger).where(DeploymentTrigger.enabled, DeploymentTrigger.namespace.in_(namespaces))
+    )
+    policies = await session.scalars(
+        select(WebhookPolicy).where(WebhookPolicy.enabled, WebhookPolicy.namespace.in_(namespaces))
+    )
+    trigger_rules = [rule for t in triggers if (rule := trigger_rule(t)) is not None]
+    policy_rules = [found for p in policies if (found := policy_rule(p)) is not None]
+    return trigger_rules, policy_rules
+
+
+def trigger_rule(trigger: DeploymentTrigger) -> TriggerRule | None:
+    try:
+        condition = parse_condition(trigger.trigger_type, trigger.condition)
+    except ConditionError as exc:  # validated on save; only a hand-edited row gets here
+        log.warning("trigger %s skipped: %s", trigger.id, exc)
+        return None
+    workload = (
+        f"{trigger.cluster_id or trigger.cluster_name}/{trigger.cluster_ns}/{trigger.app_type}/{trigger.application}"
+    )
+    return TriggerRule(trigger.id, trigger.namespace, trigger.repository, condition, workload)
+
+
+def policy_rule(policy: WebhookPolicy) -> PolicyRule | None:
+    try:
+        rules = parse_scope_rules(policy.scope_rules)
+    except SelectorError as exc:
+        log.warning("webhook policy %s skipped: %s", policy.id, exc)
+        return None
+    targets = tuple(
+        WebhookTarget(index, str(t["address"]), str(t.get("type") or "http"))
+        for index, t in enumerate(policy.targets)
+        if not t.get("disabled_at")
+    )
+    return PolicyRule(policy.id, policy.namespace, frozenset(policy.event_types), rules, targets)
+
+
+async def record_deliveries(session: AsyncSession, planned: Sequence[PlannedDelivery], now: datetime) -> list[int]:
+    """Insert new deliveries, first attempt due now; returns the ids of rows actually inserted.
+
+    Keys already present (a redelivered event) are skipped by the unique constraint.
+    """
+    if not planned:
+        return []
+    rows = [_delivery_row(p, now) for p in {p.key: p for p in planned}.values()]
+    stmt = insert_for(session, DELIVERIES).on_conflict_do_nothing(index_elements=["key"]).returning(DELIVERIES.c.id)
+    result = await session.execute(stmt, rows)
+    return list(result.scalars().all())
+
+
+def _delivery_row(p: PlannedDelivery, now: datetime) -> dict[str, Any]:
+    return {
+        "key": p.key,
+        "kind": p.kind,
+        "trigger_id": p.trigger_id,
+        "policy_id": p.policy_id,
+        "target_index": p.target_index,
+        "target": p.target,
+        "event_id": p.event.id,
+        "event_type": p.event_type,
+        "namespace": p.event.namespace,
+        "repository": p.event.repository,
+        "tag": p.event.tag,
+        "digest": p.event.digest,
+        "payload": p.payload,
+        "content_type": p.content_type,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_until": None,
+        "last_status_code": None,
+        "latency_ms": None,
+        "detail": "",
+        "rolled_back_to": None,
+        "created_at": now,
+        "updated_at": now,
+        "finished_at": None,
+    }
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, lease: timedelta, limit: int, ids: Sequence[int] | None = None
+) -> list[Delivery]:
+    """Lease up to ``limit`` due deliveries (or exactly ``ids``, if due). Commits the claim.
+
+    A row is due when pending and its next attempt time has come, or when running under an
+    expired lease (its worker died). Two workers claiming the same row: the conditional
+    UPDATE lets exactly one win.
+    """
+    due = or_(
+        and_(Delivery.status == PENDING, Delivery.next_attempt_at <= now),
+        and_(Delivery.status == RUNNING, Delivery.lease_until < now),
+    )
+    query = select(Delivery.id).where(due).order_by(Delivery.next_attempt_at).limit(limit)
+    if ids is not None:
+        query = query.where(Delivery.id.in_(ids))
+    candidates = list((await session.scalars(query)).all())
+    if not candidates:
+        return []
+    claimed = await session.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), due)
+        .values(status=RUNNING, lease_until=now + lease, updated_at=now)
+        .returning(Delivery)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(claimed.all())
+    await session.commit()
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What one attempt did, and what happens next (``next_attempt_at`` None: final)."""
+
+    status: str  # PENDING (retry later) | SUCCEEDED | FAILED | CANCELLED
+    detail: str
+    status_code: int | None = None
+    latency_ms: int | None = None
+    next_attempt_at: datetime | None = None
+    rolled_back_to: str | None = None
+    counts_as_attempt: bool = True  # False when the breaker deferred it without trying
+
+
+async def finish_attempt(session: AsyncSession, delivery_id: int, record: AttemptRecord, now: datetime) -> None:
+    """Write an attempt's outcome and release the lease."""
+    values: dict[str, Any] = {
+        "status": record.status,
+        "detail": record.detail[:4000],
+        "lease_until": None,
+        "next_attempt_at": record.next_attempt_at,
+        "updated_at": now,
+        "finished_at": now if record.status in FINAL_STATES else None,
+    }
+    if record.counts_as_attempt:
+        values.update(
+            attempts=Delivery.attempts + 1,
+            last_status_code=record.status_code,
+            latency_ms=record.latency_ms,
+            rolled_back_to=record.rolled_back_to,
+        )
+    await session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+
+
+async def replay(session: AsyncSession, delivery_id: int, now: datetime) -> bool:
+    """Put a finished delivery back in the queue, due now, with its retry schedule restarted.
+
+    The delivery keeps its id and key, so a webhook receiver sees the same ``webhook-id``.
+    Returns False when there is no such delivery or it is still in flight.
+    """
+    result = await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status.in_(FINAL_STATES))
+        .values(
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            lease_until=None,
+            finished_at=None,
+            updated_at=now,
+            detail="replayed",
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def cancel_pending(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    policy_id: int | None = None,
+    target_index: int | None = None,
+    trigger_id: int | None = None,
+    reason: str,
+) -> None:
+    """Cancel queued deliveries of a removed trigger, policy or disabled target."""
+    query = update(Delivery).where(Delivery.status == PENDING)
+    if trigger_id is not None:
+        query = query.where(Delivery.trigger_id == trigger_id)
+    if policy_id is not None:
+        query = query.where(Delivery.policy_id == policy_id)
+    if target_index is not None:
+        query = query.where(Delivery.target_index == target_index)
+    await session.execute(query.values(status=CANCELLED, detail=reason, finished_at=now, updated_at=now))
