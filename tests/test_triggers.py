@@ -6,6 +6,8 @@ registry push ──► ingress ──► broker ──► triggers worker ─�
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,6 +43,7 @@ from tests.support.service import (
 )
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
+from workers import cli
 
 POLICIES = "/v2/default/instances/local/namespaces/team/webhook/policies"
 EXAMPLE = Path(__file__).parents[1] / "schemas" / "examples" / "distribution" / "push-manifest.json"
@@ -402,3 +405,69 @@ async def test_failed_rollout_is_rolled_back_and_recorded(service: RunningServic
     assert kube.image_of("deployments", "default", "api", "api") == "api:1"
     status, raw = await signed(service.url, "GET", "/v2/manage/namespaces/team/repos/app/triggers/verified")
     assert raw["trigger_history"][0]["rolled_back_to"] == "api:1"
+
+
+async def test_a_hanging_receiver_does_not_delay_other_targets(service: RunningService) -> None:
+    async with WebhookReceiver() as slow, WebhookReceiver() as fast:
+        slow.default = Answer(delay_s=5.0)
+        await create_policy(service, f"{slow.url}/slow", name="slow")
+        await create_policy(service, f"{fast.url}/fast", name="fast")
+        started = asyncio.get_running_loop().time()
+        for index in range(6):  # more than the slow target's 4 concurrent slots
+            await post_push(service, f"iso{index}", f"evt-isolation-{index}")
+        await fast.wait_for(6, timeout_s=4.0)
+        assert asyncio.get_running_loop().time() - started < 4.0
+        assert len(slow.received) <= 4  # its own slots are busy; the rest wait in its lane
+
+
+async def test_rotated_secret_signs_with_both_secrets(service: RunningService, receiver: WebhookReceiver) -> None:
+    policy_id, first = await create_policy(service, f"{receiver.url}/rotate")
+    status, answer = await signed(service.url, "POST", f"{POLICIES}/{policy_id}/secret")
+    assert status == 201, answer
+    second = answer["signing_secret"]
+    assert second != first
+    await post_push(service, "v11", "evt-rotate-1")
+    (delivery,) = await receiver.wait_for(1)
+    assert len(delivery.headers["webhook-signature"].split(" ")) == 2
+    for secret in (first, second):
+        Webhook(secret).verify(delivery.body, delivery.headers)
+
+
+async def test_cloudevents_target(service: RunningService, receiver: WebhookReceiver) -> None:
+    target = {"type": "cloudevents", "address": f"{receiver.url}/ce"}
+    await create_policy(service, target["address"], targets=[target])
+    await post_push(service, "v12", "evt-cloudevents-1")
+    (delivery,) = await receiver.wait_for(1)
+    assert delivery.headers["Content-Type"] == "application/cloudevents+json"
+    event = json.loads(delivery.body)
+    assert event["specversion"] == "1.0" and event["type"] == "harbor.artifact.pushed"
+    assert event["subject"].startswith("team/app:v12")
+
+
+async def test_cli_lists_and_replays_deliveries(
+    service: RunningService, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    receiver.script([Answer(500), Answer(500), Answer(500)])
+    policy_id, _ = await create_policy(service, f"{receiver.url}/cli")
+    await post_push(service, "v13", "evt-cli-1")
+
+    async def dead() -> Any:
+        found = await jobs(service, policy_id)
+        return found if found and found[0]["status"] == "Error" else None
+
+    (job,) = await eventually(dead)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database_url: {service.settings.database_url}\n", encoding="utf-8")
+    listed = await asyncio.to_thread(run_cli, ["deliveries", "--config", str(config), "--status", "failed"])
+    assert listed[0] == 0 and f"{job['id']}\tfailed\twebhook" in listed[1]
+    replayed = await asyncio.to_thread(run_cli, ["replay", "--config", str(config), str(job["id"]), "999999"])
+    assert replayed[0] == 1  # one id was not found
+    assert f"delivery {job['id']}: queued for replay" in replayed[1] and "999999: not found" in replayed[1]
+    await receiver.wait_for(4)
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = cli.main(argv)
+    return code, buffer.getvalue()

@@ -29,12 +29,14 @@ class Answer:
 class WebhookReceiver:
     """``async with WebhookReceiver() as r``: POSTs to any path are recorded in ``r.received``.
 
-    ``r.script([Answer(503), Answer(200)])`` answers the next requests in that order, then 200.
+    ``r.script([Answer(503), Answer(200)])`` answers the next requests in that order, then
+    ``r.default`` (200 at once unless changed).
     """
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self._script: list[Answer] = []
+        self.default = Answer()
         self._arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -53,7 +55,7 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        answer = self._script.pop(0) if self._script else Answer()
+        answer = self._script.pop(0) if self._script else self.default
         async with self._arrived:
             self.received.append(Received(request.path, dict(request.headers), body, time.time()))
             self._arrived.notify_all()
