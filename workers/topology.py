@@ -11,6 +11,10 @@
                            decode_image_event → TriggerMatcher (deliveries rows) → commit
                            companion Deliverer: due deliveries → webhook POST / workload update
                              → attempt outcome, retry time (durable, per-target breaker)
+                                                              │
+                         group <prefix>.replication ◄─────────┘
+                           decode_image_event → AutoSyncMatcher (replication_jobs rows) → commit
+                           companion JobRunner: due jobs (also manual/API) → copy_image → job status
 
     scheduler (dispatch only) ──► <prefix>.commands.v1  (key: job; one per schedule slot)
                                                               │
@@ -38,6 +42,10 @@ from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.inventory.flow import InventoryRecorder, decode_image_event
 from workers.maintenance.commands import SWEEP_HISTORY, Command, CommandRunner, decode_command
+from workers.replication.clients import RegionClients
+from workers.replication.flow import AutoSyncMatcher
+from workers.replication.runner import JobRunner
+from workers.replication.store import CheckpointStore
 from workers.runtime.flow import Flow
 from workers.runtime.kafka import Topics
 from workers.scheduler.dispatcher import Schedule
@@ -104,6 +112,21 @@ def triggers_flow(deps: FlowDependencies) -> Flow[Any]:
     ).erased()
 
 
+def replication_flow(deps: FlowDependencies) -> Flow[Any]:
+    clients = RegionClients(deps.settings, deps.sessions, CheckpointStore(deps.sessions, deps.clock))
+    runner = JobRunner(deps.sessions, deps.settings, clients, deps.clock)
+    return Flow(
+        kind="replication",
+        topic=deps.topics.image_events,
+        group=_group(deps, "replication"),
+        decode=decode_image_event,
+        handle=AutoSyncMatcher(deps.sessions, runner, deps.settings.region, deps.clock),
+        transient=TRANSIENT_DB_ERRORS,
+        describe="queues automatic sync jobs for pushed tags; its runner copies images between regions",
+        companion=runner.run,
+    ).erased()
+
+
 def _registry_host(settings: Settings) -> str:
     local = settings.local_registry()
     return urlsplit(local.registry).netloc if local else ""
@@ -113,6 +136,7 @@ FLOW_FACTORIES: dict[str, Callable[[FlowDependencies], Flow[Any]]] = {
     "inventory": inventory_flow,
     "maintenance": maintenance_flow,
     "triggers": triggers_flow,
+    "replication": replication_flow,
 }
 
 

@@ -190,3 +190,80 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SyncRule(Base):
+    """An SWR automatic sync rule: every push of the repository is copied to a region/namespace."""
+
+    __tablename__ = "sync_rules"
+    __table_args__ = (
+        UniqueConstraint("namespace", "repository", "remote_region", "remote_namespace", name="uq_sync_rules_target"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))
+    remote_region: Mapped[str] = mapped_column(String(64))
+    remote_namespace: Mapped[str] = mapped_column(String(255))
+    sync_auto: Mapped[bool] = mapped_column(Boolean)
+    override: Mapped[bool] = mapped_column(Boolean)
+    creator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReplicationJob(Base):
+    """One image copy (SWR ``SyncJob``): queued, leased by a replication worker, finished once.
+
+    ``key`` is deterministic for event-driven jobs (``auto:{rule}:{event}``) so a redelivered
+    event never copies twice; manual and reconcile jobs get fresh keys.
+    """
+
+    __tablename__ = "replication_jobs"
+    __table_args__ = (
+        UniqueConstraint("key"),
+        Index("ix_replication_jobs_due", "status", "next_attempt_at"),
+        Index("ix_replication_jobs_repository", "namespace", "repository", "created_at"),
+        Index("ix_replication_jobs_execution", "execution_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(400))
+    trigger: Mapped[str] = mapped_column(String(16))  # auto | manual | policy | reconcile
+    rule_id: Mapped[int | None] = mapped_column(BigInteger)
+    execution_id: Mapped[int | None] = mapped_column(BigInteger)
+    source_region: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str | None] = mapped_column(String(160))
+    remote_region: Mapped[str] = mapped_column(String(64))
+    remote_namespace: Mapped[str] = mapped_column(String(255))
+    override: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    bytes_total: Mapped[int] = mapped_column(BigInteger)
+    bytes_done: Mapped[int] = mapped_column(BigInteger)
+    blobs_copied: Mapped[int] = mapped_column(Integer)
+    blobs_skipped: Mapped[int] = mapped_column(Integer)
+    blobs_mounted: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text)
+    operator_id: Mapped[str] = mapped_column(String(255))
+    operator_name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class UploadCheckpoint(Base):
+    """Where an interrupted chunked upload stopped, so a restarted job resumes instead of restarting."""
+
+    __tablename__ = "upload_checkpoints"
+
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)  # registry|repository|digest
+    location: Mapped[str] = mapped_column(Text)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,190 @@
+"""Replication end to end between two real Distribution registries, driven by the official SDK.
+
+push to region A ──► ingress ──► broker ──► replication worker ──► copy engine ──► region B (htpasswd)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from huaweicloudsdkswr.v2 import (
+    CreateImageSyncRepoRequest,
+    CreateImageSyncRepoRequestBody,
+    CreateManualImageSyncRepoRequest,
+    CreateManualImageSyncRepoRequestBody,
+    DeleteImageSyncRepoRequest,
+    DeleteImageSyncRepoRequestBody,
+    ListImageAutoSyncReposDetailsRequest,
+    ListSyncRegionsRequest,
+    ShowSyncJobRequest,
+    SwrClient,
+)
+
+from tests.support import oci
+from tests.support.service import ADMIN_AK, ADMIN_SK, INGRESS_TOKEN, RunningService, running_service, service_settings
+from tests.support.services import DistributionRegistry, KafkaBroker, free_port
+from tests.support.swr_http import signed
+
+B_AUTH = ("replicator", "b-secret")
+
+
+@pytest.fixture
+def listen_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def region_a(listen_port: int) -> Iterator[DistributionRegistry]:
+    ingress = f"http://127.0.0.1:{listen_port}/events/distribution"
+    with DistributionRegistry(notification_url=ingress, notification_token=INGRESS_TOKEN) as reg:
+        yield reg
+
+
+@pytest.fixture
+def region_b() -> Iterator[DistributionRegistry]:
+    with DistributionRegistry(auth=B_AUTH) as reg:
+        yield reg
+
+
+@pytest.fixture
+async def service(
+    kafka: KafkaBroker,
+    postgres_url: str,
+    topic_prefix: str,
+    region_a: DistributionRegistry,
+    region_b: DistributionRegistry,
+    listen_port: int,
+) -> AsyncIterator[RunningService]:
+    regions = {
+        "region-a": {"registry": region_a.url, "insecure": True},
+        "region-b": {"registry": region_b.url, "insecure": True, "username": B_AUTH[0], "password": B_AUTH[1]},
+    }
+    settings = service_settings(
+        postgres_url, kafka.bootstrap, topic_prefix, listen=f"127.0.0.1:{listen_port}", regions=regions
+    )
+    async with running_service(settings) as running:
+        yield running
+
+
+def sdk(service: RunningService) -> Any:
+    credentials = BasicCredentials(ADMIN_AK, ADMIN_SK, "default")
+    return SwrClient.new_builder().with_credentials(credentials).with_endpoint(service.url).build()
+
+
+async def call(client: Any, method: str, request: Any) -> Any:
+    return await asyncio.to_thread(getattr(client, method), request)
+
+
+async def jobs_until_final(client: Any, repository: str, count: int, limit_s: float = 30.0) -> list[Any]:
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while True:
+        response = await call(client, "show_sync_job", ShowSyncJobRequest(namespace="team", repository=repository))
+        final = [j for j in response.body or [] if j.status not in ("waiting", "running")]
+        if len(final) >= count:
+            return final
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"jobs not final in time: {[(j.tag, j.status) for j in response.body or []]}")
+        await asyncio.sleep(0.2)
+
+
+async def manifest_in(registry: DistributionRegistry, repository: str, tag: str, auth: Any = None) -> Any:
+    return await oci.get_manifest(registry.url, repository, tag, auth=auth)
+
+
+async def test_push_to_region_a_appears_in_region_b_with_the_same_digest(
+    service: RunningService, region_a: DistributionRegistry, region_b: DistributionRegistry
+) -> None:
+    client = sdk(service)
+    body = CreateImageSyncRepoRequestBody(
+        remote_region_id="region-b", remote_namespace="dr", sync_auto=True, override=False
+    )
+    await call(
+        client, "create_image_sync_repo", CreateImageSyncRepoRequest(namespace="team", repository="app", body=body)
+    )
+    rules = await call(
+        client,
+        "list_image_auto_sync_repos_details",
+        ListImageAutoSyncReposDetailsRequest(namespace="team", repository="app"),
+    )
+    assert [(r.remote_region_id, r.remote_namespace, r.sync_auto) for r in rules.body] == [("region-b", "dr", True)]
+
+    pushed = await oci.push_image(region_a.url, "team/app", "v1", layers=(300_000, 2_000))
+    (job,) = await jobs_until_final(client, "app", 1)
+    assert job.status == "success" and job.tag == "v1" and job.remote_region_id == "region-b"
+    copied = await manifest_in(region_b, "dr/app", "v1", auth=B_AUTH)
+    assert copied is not None and copied[0] == pushed.manifest and copied[2] == pushed.digest
+
+    regions = await call(client, "list_sync_regions", ListSyncRegionsRequest())
+    assert sorted(r.region_id for r in regions.body) == ["region-a", "region-b"]
+    await call(
+        client,
+        "delete_image_sync_repo",
+        DeleteImageSyncRepoRequest(
+            namespace="team",
+            repository="app",
+            body=DeleteImageSyncRepoRequestBody(remote_region_id="region-b", remote_namespace="dr"),
+        ),
+    )
+
+
+async def test_manual_sync_and_override_semantics(
+    service: RunningService, region_a: DistributionRegistry, region_b: DistributionRegistry
+) -> None:
+    client = sdk(service)
+    first = await oci.push_image(region_a.url, "team/web", "v1")
+    await oci.push_image(region_a.url, "team/web", "v2")
+    other = await oci.push_image(region_b.url, "dr/web", "v2", auth=B_AUTH)  # a different image already there
+
+    def manual(tags: list[str], override: bool) -> CreateManualImageSyncRepoRequest:
+        body = CreateManualImageSyncRepoRequestBody(
+            image_tag=tags, override=override, remote_namespace="dr", remote_region_id="region-b"
+        )
+        return CreateManualImageSyncRepoRequest(namespace="team", repository="web", body=body)
+
+    ids = await call(client, "create_manual_image_sync_repo", manual(["v1", "v2"], override=False))
+    assert len(ids.body) == 2
+    jobs = {j.tag: j.status for j in await jobs_until_final(client, "web", 2)}
+    assert jobs == {"v1": "success", "v2": "existed"}
+    assert (await manifest_in(region_b, "dr/web", "v1", auth=B_AUTH))[2] == first.digest
+    assert (await manifest_in(region_b, "dr/web", "v2", auth=B_AUTH))[2] == other.digest  # left alone
+
+    await call(client, "create_manual_image_sync_repo", manual(["v1"], override=False))  # same digest: success
+    final = await jobs_until_final(client, "web", 3)
+    assert sorted(j.status for j in final) == ["existed", "success", "success"]
+
+    filtered = await call(
+        client,
+        "show_sync_job",
+        ShowSyncJobRequest(namespace="team", repository="web", filter="limit::1|offset::0|status::existed"),
+    )
+    assert [j.tag for j in filtered.body] == ["v2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"remoteRegionId": "mars", "remoteNamespace": "dr", "syncAuto": True, "override": False}, "remoteRegionId"),
+        ({"remoteRegionId": "region-b", "remoteNamespace": "Bad NS", "syncAuto": True}, "remoteNamespace"),
+        ({"remoteRegionId": "region-b", "remoteNamespace": "dr", "syncAuto": "often"}, "syncAuto"),
+    ],
+)
+async def test_bad_sync_bodies_get_400_naming_the_field(
+    service: RunningService, body: dict[str, Any], field: str
+) -> None:
+    status, answer = await signed(service.url, "POST", "/v2/manage/namespaces/team/repos/app/sync_repo", body)
+    assert status == 400 and answer["error_msg"].startswith(field), answer
+
+
+async def test_unknown_job_filter_status_is_refused(service: RunningService) -> None:
+    with pytest.raises(ClientRequestException) as refused:
+        await call(
+            sdk(service),
+            "show_sync_job",
+            ShowSyncJobRequest(namespace="team", repository="web", filter="status::sideways"),
+        )
+    assert refused.value.status_code == 400

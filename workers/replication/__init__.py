@@ -1,0 +1,1 @@
+"""Replication: copy images between registries (manifests, blobs, referrers) and decide what to copy."""
