@@ -6,10 +6,14 @@ push to region A ──► ingress ──► broker ──► replication worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkswr.v2 import (
@@ -29,6 +33,7 @@ from tests.support import oci
 from tests.support.service import ADMIN_AK, ADMIN_SK, INGRESS_TOKEN, RunningService, running_service, service_settings
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
+from workers import cli
 
 B_AUTH = ("replicator", "b-secret")
 
@@ -188,3 +193,50 @@ async def test_unknown_job_filter_status_is_refused(service: RunningService) -> 
             ShowSyncJobRequest(namespace="team", repository="web", filter="status::sideways"),
         )
     assert refused.value.status_code == 400
+
+
+async def test_reconcile_copies_what_no_event_did_and_repairs_drift(
+    service: RunningService, region_a: DistributionRegistry, region_b: DistributionRegistry, tmp_path: Path
+) -> None:
+    client = sdk(service)
+    # a rule without automatic sync: pushes queue nothing, so only reconcile can bring these over
+    body = CreateImageSyncRepoRequestBody(remote_region_id="region-b", remote_namespace="dr", sync_auto=False)
+    await call(
+        client, "create_image_sync_repo", CreateImageSyncRepoRequest(namespace="team", repository="db", body=body)
+    )
+    old = await oci.push_image(region_a.url, "team/db", "v1")
+    new = await oci.push_image(region_a.url, "team/db", "v2")
+
+    status, answer = await signed(service.url, "POST", "/v2/manage/namespaces/team/repos/db/sync_repo/reconcile")
+    assert status == 202, answer
+    final = await jobs_until_final(client, "db", 2)
+    assert {(j.tag, j.status) for j in final} == {("v1", "success"), ("v2", "success")}
+    assert (await manifest_in(region_b, "dr/db", "v1", auth=B_AUTH))[2] == old.digest
+
+    await oci.delete_manifest(region_b.url, "dr/db", new.digest, auth=B_AUTH)  # drift: v2 vanished from B
+    config = tmp_path / "config.yaml"
+    regions = {k: v.model_dump(mode="json") for k, v in service.settings.regions.items()}
+    config.write_text(yaml.safe_dump({"database_url": service.settings.database_url, "regions": regions}))
+    code, output = await asyncio.to_thread(run_cli, ["sync", "reconcile", "team/db", "--config", str(config)])
+    assert code == 0 and "1 repair job(s) queued" in output, output
+    assert (await manifest_eventually(region_b, "dr/db", "v2"))[2] == new.digest
+
+    argv = ["sync", "run", "team/db:v1", "--to", "region-b", "--namespace", "cli", "--follow", "--config", str(config)]
+    code, output = await asyncio.to_thread(run_cli, argv)
+    assert code == 0 and "success" in output and "100%" in output, output
+    assert (await manifest_in(region_b, "cli/db", "v1", auth=B_AUTH))[2] == old.digest
+
+
+async def manifest_eventually(registry: DistributionRegistry, repository: str, tag: str, limit_s: float = 20) -> Any:
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while (found := await manifest_in(registry, repository, tag, auth=B_AUTH)) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"{repository}:{tag} never arrived"
+        await asyncio.sleep(0.2)
+    return found
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = cli.main(argv)
+    return code, buffer.getvalue()

@@ -9,6 +9,8 @@
     registry-workers [--config PATH] migrate                 # apply database migrations
     registry-workers [--config PATH] deliveries [--status S] # recent trigger and webhook deliveries
     registry-workers [--config PATH] replay ID [ID ...]      # requeue finished (e.g. dead-lettered) deliveries
+    registry-workers [--config PATH] sync run NS/REPO:TAG --to REGION [--namespace NS] [--override] [--follow]
+    registry-workers [--config PATH] sync reconcile [NS[/REPO]]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from workers import __version__
 from workers.bootstrap import ensure_credentials
 from workers.config import ConfigError, Settings, load_settings
 from workers.logs import configure_logging
+from workers.replication.admin import run_reconcile, run_sync
 from workers.roles import RoleOptions, run_role
 from workers.topology import WORKER_KINDS
 from workers.triggers.admin import list_deliveries, replay_deliveries
@@ -47,11 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--limit", type=int, default=20)
     replay = sub.add_parser("replay", parents=[common], help="requeue finished deliveries by id")
     replay.add_argument("ids", metavar="ID", type=int, nargs="+")
+    sync = sub.add_parser("sync", parents=[common], help="replicate an image now, or reconcile sync rules")
+    sync_sub = sync.add_subparsers(dest="sync_command", required=True, metavar="COMMAND")
+    run = sync_sub.add_parser("run", parents=[common], help="copy NAMESPACE/REPO:TAG to another region")
+    run.add_argument("reference", metavar="NAMESPACE/REPO:TAG")
+    run.add_argument("--to", required=True, metavar="REGION", help="destination region id")
+    run.add_argument("--namespace", help="destination namespace (default: the same)")
+    run.add_argument("--override", action="store_true", help="replace a destination tag holding another digest")
+    run.add_argument("--follow", action="store_true", help="show progress until the job ends")
+    reconcile = sync_sub.add_parser("reconcile", parents=[common], help="repair drift between source and destination")
+    reconcile.add_argument("scope", nargs="?", metavar="NAMESPACE[/REPO]")
     return parser
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """The one-shot operator commands; returns the exit status."""
+    if args.role == "sync":
+        if args.sync_command == "run":
+            try:
+                return asyncio.run(
+                    run_sync(settings, args.reference, args.to, args.namespace, args.override, args.follow)
+                )
+            except ValueError as exc:
+                print(f"registry-workers: {exc}", file=sys.stderr)
+                return 2
+        return asyncio.run(run_reconcile(settings, args.scope))
     if args.role == "deliveries":
         lines = asyncio.run(list_deliveries(settings, args.status, args.limit))
         print("\n".join(["id\tstatus\tkind\tattempts\tartifact\ttarget\tdetail", *lines]))
@@ -66,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level)
-        if args.role in ("deliveries", "replay"):
+        if args.role in ("deliveries", "replay", "sync"):
             return run_command(args, settings)
         if args.role in ("up", "api"):
             settings = ensure_credentials(settings)

@@ -153,6 +153,29 @@ class TriggerSettings(_Frozen):
         return value
 
 
+class ReplicationSettings(_Frozen):
+    """Copy jobs and reconciliation (YAML ``replication:``)."""
+
+    concurrency: int = Field(default=4, ge=1, le=64)  # jobs at once per worker process
+    job_timeout_s: float = Field(default=3600.0, gt=0)
+    reconcile_cron: str = "7 * * * *"  # compare source and destination tags, repair drift
+
+    @field_validator("reconcile_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _crontab(value)
+
+
+def _crontab(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(f"expected a 5-field crontab expression: {exc}") from None
+    return value
+
+
 class SecretSettings(_Frozen):
     """Keys that encrypt secrets at rest (Fernet). The first encrypts; all decrypt (rotation)."""
 
@@ -204,6 +227,7 @@ class Settings(_Frozen):
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
     clusters: dict[str, ClusterSettings] = Field(default_factory=dict)
     triggers: TriggerSettings = TriggerSettings()
+    replication: ReplicationSettings = ReplicationSettings()
     secrets: SecretSettings = SecretSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -213,13 +237,7 @@ class Settings(_Frozen):
     @field_validator("sweep_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value)
-        except ValueError as exc:
-            raise ValueError(f"expected a 5-field crontab expression: {exc}") from None
-        return value
+        return _crontab(value)
 
     @field_validator("listen")
     @classmethod
@@ -314,6 +332,8 @@ ENV_KEYS: dict[str, str] = {
     "RW_SECRET_KEYS": "secrets.keys",
     "RW_TRIGGER_VERIFY_ROLLOUT": "triggers.verify_rollout",
     "RW_TRIGGER_IMAGE_FORMAT": "triggers.image_format",
+    "RW_REPLICATION_CONCURRENCY": "replication.concurrency",
+    "RW_REPLICATION_RECONCILE_CRON": "replication.reconcile_cron",
     "RW_WORKER_MAX_BATCH": "worker.max_batch",
     "RW_WORKER_MAX_BUFFERED": "worker.max_buffered_per_partition",
     "RW_WORKER_COMMIT_INTERVAL_MS": "worker.commit_interval_ms",

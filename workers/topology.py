@@ -19,7 +19,8 @@
     scheduler (dispatch only) ──► <prefix>.commands.v1  (key: job; one per schedule slot)
                                                               │
                          group <prefix>.maintenance ◄─────────┘
-                           decode_command → CommandRunner (sweep history, mark slot done) → commit
+                           decode_command → CommandRunner (sweep history, reconcile replication,
+                             mark slot done) → commit
 
     any step's invalid message ──► <prefix>.dead-letter.v1  (headers: reason, source offset)
 
@@ -29,6 +30,7 @@ are selected with ``registry-workers worker --kinds``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,9 +43,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.inventory.flow import InventoryRecorder, decode_image_event
-from workers.maintenance.commands import SWEEP_HISTORY, Command, CommandRunner, decode_command
+from workers.maintenance.commands import (
+    RECONCILE_REPLICATION,
+    SWEEP_HISTORY,
+    Command,
+    CommandRunner,
+    decode_command,
+)
 from workers.replication.clients import RegionClients
+from workers.replication.errors import TransientRegistryError
 from workers.replication.flow import AutoSyncMatcher
+from workers.replication.reconcile import Reconciler
 from workers.replication.runner import JobRunner
 from workers.replication.store import CheckpointStore
 from workers.runtime.flow import Flow
@@ -83,14 +93,28 @@ def inventory_flow(deps: FlowDependencies) -> Flow[Any]:
 
 
 def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
+    clients = RegionClients(deps.settings, deps.sessions, CheckpointStore(deps.sessions, deps.clock))
+    reconciler = Reconciler(deps.sessions, clients, deps.settings.region, deps.clock)
+
+    async def reconcile(command: Command) -> None:
+        namespace, repository = command.params.get("namespace"), command.params.get("repository")
+        await reconciler.reconcile(
+            namespace=str(namespace) if namespace else None, repository=str(repository) if repository else None
+        )
+
+    async def close_clients(stop: asyncio.Event) -> None:
+        await stop.wait()
+        await clients.close()
+
     return Flow(
         kind="maintenance",
         topic=deps.topics.commands,
         group=_group(deps, "maintenance"),
         decode=decode_command,
-        handle=CommandRunner(deps.sessions, deps.clock),
-        transient=TRANSIENT_DB_ERRORS,
-        describe="applies scheduled maintenance commands (history sweep)",
+        handle=CommandRunner(deps.sessions, deps.clock, {RECONCILE_REPLICATION: reconcile}),
+        transient=(*TRANSIENT_DB_ERRORS, TransientRegistryError),
+        describe="applies scheduled and requested commands (history sweep, replication reconcile)",
+        companion=close_clients,
     ).erased()
 
 
@@ -114,7 +138,14 @@ def triggers_flow(deps: FlowDependencies) -> Flow[Any]:
 
 def replication_flow(deps: FlowDependencies) -> Flow[Any]:
     clients = RegionClients(deps.settings, deps.sessions, CheckpointStore(deps.sessions, deps.clock))
-    runner = JobRunner(deps.sessions, deps.settings, clients, deps.clock)
+    runner = JobRunner(
+        deps.sessions,
+        deps.settings,
+        clients,
+        deps.clock,
+        concurrency=deps.settings.replication.concurrency,
+        job_timeout_s=deps.settings.replication.job_timeout_s,
+    )
     return Flow(
         kind="replication",
         topic=deps.topics.image_events,
@@ -146,7 +177,17 @@ def schedules(settings: Settings) -> list[Schedule]:
     def sweep(slot: str, at: datetime) -> Command:
         return Command(id=slot, kind=SWEEP_HISTORY, issued_at=at, params={"days": settings.history_retention_days})
 
-    return [Schedule(SWEEP_HISTORY, CronTrigger.from_crontab(settings.sweep_cron, timezone=UTC), sweep)]
+    def reconcile(slot: str, at: datetime) -> Command:
+        return Command(id=slot, kind=RECONCILE_REPLICATION, issued_at=at, params={})
+
+    return [
+        Schedule(SWEEP_HISTORY, CronTrigger.from_crontab(settings.sweep_cron, timezone=UTC), sweep),
+        Schedule(
+            RECONCILE_REPLICATION,
+            CronTrigger.from_crontab(settings.replication.reconcile_cron, timezone=UTC),
+            reconcile,
+        ),
+    ]
 
 
 WORKER_KINDS: tuple[str, ...] = tuple(FLOW_FACTORIES)

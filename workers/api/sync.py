@@ -23,7 +23,9 @@ from workers.api.errors import ApiError, bad_request, not_found
 from workers.api.paging import content_range, list_params, page_of
 from workers.db.models import ReplicationJob, SyncRule
 from workers.events import grammar
+from workers.maintenance.commands import RECONCILE_REPLICATION, Command
 from workers.replication import store
+from workers.runtime.producer import BrokerUnavailable, OutgoingMessage
 
 BASE = "/v2/manage/namespaces/{namespace}/repos/{repository}"
 NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
@@ -188,6 +190,26 @@ async def show_sync_job(request: web.Request) -> web.Response:
     if job is None or (job.namespace, job.repository) != (namespace, repository):
         raise not_found(f"sync job {job_id} not found in {namespace}/{repository}")
     return web.json_response(_job_document(ctx, job))
+
+
+@routes.post(BASE + "/sync_repo/reconcile")
+async def reconcile_repository(request: web.Request) -> web.Response:
+    """Compare source and destination now and queue repairs (extension); answers the command id."""
+    ctx = api_context(request)
+    namespace, repository = _repository(request)
+    command = Command(
+        id=f"{RECONCILE_REPLICATION}:request:{uuid.uuid4()}",
+        kind=RECONCILE_REPLICATION,
+        issued_at=ctx.clock(),
+        params={"namespace": namespace, "repository": repository},
+    )
+    try:
+        await ctx.producer.publish(
+            [OutgoingMessage(ctx.topics.commands, f"{namespace}/{repository}".encode(), command.encode())]
+        )
+    except BrokerUnavailable:
+        raise ApiError(503, "SWR.0503", "the broker is unavailable; retry later", {"Retry-After": "5"}) from None
+    return web.json_response({"command_id": command.id}, status=202)
 
 
 @routes.get("/v2/manage/regions")

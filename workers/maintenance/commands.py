@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +16,10 @@ from workers.runtime.flow import Record
 
 SCHEMA = "commands.v1"
 SWEEP_HISTORY = "sweep-history"
-KINDS = frozenset({SWEEP_HISTORY})
+RECONCILE_REPLICATION = "reconcile-replication"
+KINDS = frozenset({SWEEP_HISTORY, RECONCILE_REPLICATION})
+
+Params = dict[str, int | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +27,7 @@ class Command:
     id: str  # the slot id for scheduled commands
     kind: str
     issued_at: datetime
-    params: dict[str, int]
+    params: Params
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -47,26 +50,45 @@ def decode_command(record: Record) -> Command:
         if doc.get("kind") not in KINDS:
             raise ValueError(f"kind: unknown command {doc.get('kind')!r}")
         params = doc.get("params") or {}
-        if not isinstance(params, dict) or not all(isinstance(v, int) for v in params.values()):
-            raise ValueError("params: expected an object of integers")
+        if not isinstance(params, dict) or not all(
+            isinstance(v, int | str) and not isinstance(v, bool) for v in params.values()
+        ):
+            raise ValueError("params: expected an object of integers and strings")
         issued_at = datetime.fromisoformat(str(doc["issued_at"])).astimezone(UTC)
         return Command(id=str(doc["id"]), kind=doc["kind"], issued_at=issued_at, params=params)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidMessage(f"invalid command: {exc}") from None
 
 
-class CommandRunner:
-    """Applies commands; each is idempotent (a redelivered sweep deletes nothing more)."""
+CommandHandler = Callable[[Command], Awaitable[None]]
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime]):
+
+class CommandRunner:
+    """Applies commands; each is idempotent (a redelivered sweep deletes nothing more, a
+    redelivered reconcile queues nothing already in flight).
+
+    ``handlers`` maps the other command kinds to the capability that applies them.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], datetime],
+        handlers: Mapping[str, CommandHandler] | None = None,
+    ):
         self._sessions = sessions
         self._clock = clock
+        self._handlers = dict(handlers or {})
 
     async def __call__(self, commands: Sequence[Command]) -> None:
         for command in commands:
+            handler = self._handlers.get(command.kind)
+            if handler is not None:
+                await handler(command)
             async with self._sessions.begin() as session:
                 if command.kind == SWEEP_HISTORY:
-                    await sweep_history(session, command.issued_at - timedelta(days=command.params["days"]))
+                    days = int(command.params["days"])
+                    await sweep_history(session, command.issued_at - timedelta(days=days))
                 await session.execute(
                     update(ScheduleSlot).where(ScheduleSlot.id == command.id).values(completed_at=self._clock())
                 )

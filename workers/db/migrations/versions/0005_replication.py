@@ -32,7 +32,9 @@ def upgrade() -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_sync_rules"),
-        sa.UniqueConstraint("namespace", "repository", "remote_region", "remote_namespace", name="uq_sync_rules_target"),
+        sa.UniqueConstraint(
+            "namespace", "repository", "remote_region", "remote_namespace", name="uq_sync_rules_target"
+        ),
     )
     op.create_table(
         "replication_jobs",
