@@ -7,6 +7,7 @@ needs to see the traffic.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import uuid
@@ -70,10 +71,14 @@ async def test_image_arrives_byte_for_byte_with_the_same_digest(
 ) -> None:  # fmt: skip
     name = repo("lib")
     # 700 KiB > 256 KiB takes the chunked path (6 chunks); the others go monolithic.
-    image = await oci.push_image(registry_a.url, name, "v1", layers=[300 * KiB, 200 * KiB, 700 * KiB], media_type=flavor)
+    image = await oci.push_image(
+        registry_a.url, name, "v1", layers=[300 * KiB, 200 * KiB, 700 * KiB], media_type=flavor
+    )
     reports: list[CopyProgress] = []
 
-    result = await copy_image(src, name, "v1", dst, "mirror/app", f"{flavor}-v1", override=False, progress=reports.append)
+    result = await copy_image(
+        src, name, "v1", dst, "mirror/app", f"{flavor}-v1", override=False, progress=reports.append
+    )
 
     copied = await oci.get_manifest(registry_b.url, "mirror/app", f"{flavor}-v1", auth=AUTH)
     assert copied is not None
@@ -84,7 +89,7 @@ async def test_image_arrives_byte_for_byte_with_the_same_digest(
     config_size = json.loads(image.manifest)["config"]["size"]
     assert result.bytes_transferred == sum(sizes) + config_size
     assert reports[-1] == CopyProgress(result.bytes_transferred, result.bytes_transferred, 4, 4)
-    assert all(a.bytes_done <= b.bytes_done for a, b in zip(reports, reports[1:], strict=False))
+    assert all(a.bytes_done <= b.bytes_done for a, b in itertools.pairwise(reports))
 
 
 async def test_multi_arch_index_copies_every_platform(
@@ -151,7 +156,9 @@ async def test_twenty_tags_sharing_layers_transfer_each_blob_once(
     base, middle = os.urandom(300 * KiB), os.urandom(120 * KiB)
     unique_sizes = 0
     for number in range(20):
-        image = await oci.push_image(registry_a.url, name, f"t{number}", layers=[base, middle, os.urandom(KiB + number)])
+        image = await oci.push_image(
+            registry_a.url, name, f"t{number}", layers=[base, middle, os.urandom(KiB + number)]
+        )
         unique_sizes += KiB + number + json.loads(image.manifest)["config"]["size"]
 
     results = [await copy_image(src, name, f"t{n}", dst, name, f"t{n}", override=False) for n in range(20)]

@@ -97,7 +97,7 @@ async def test_copy_completes_through_503s_and_connection_resets(
     assert statuses == [503, 503, 201]
     assert [e.status for e in proxy_b.log if e.fault and e.fault.startswith("status")] == [503] * 4
     resets = [e for e in proxy_b.log if e.fault and e.fault.startswith("reset")]
-    assert len(resets) == 2 and all(e.status is None for e in resets), [(e.method, e.status, e.request_bytes, e.fault) for e in resets]
+    assert len(resets) == 2 and all(e.status is None for e in resets)
     # The reset chunk left part of itself on the registry, so its session could not be resumed:
     # Distribution refuses the (now stale) signed state and the blob was uploaded from scratch.
     stale = [e for e in proxy_b.matching("GET", UPLOAD_PATH) if e.status == 404]
@@ -188,7 +188,8 @@ async def test_crash_between_chunks_resumes_from_the_persisted_state(
     result = await copy_image(src, name, "v1", dst, name, "v1", override=False, resume=resumed)
 
     assert result.status == "success"
-    assert [_start(e.content_range or "") for e in proxy_b.matching("PATCH")] == [2 * CHUNK, 3 * CHUNK, 4 * CHUNK, 5 * CHUNK]
+    starts = [_start(e.content_range or "") for e in proxy_b.matching("PATCH")]
+    assert starts == [2 * CHUNK, 3 * CHUNK, 4 * CHUNK, 5 * CHUNK]
     assert await dst.blob_exists(name, image.layer_digests[0])
 
 

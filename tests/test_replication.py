@@ -19,14 +19,27 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkswr.v2 import (
     CreateImageSyncRepoRequest,
     CreateImageSyncRepoRequestBody,
+    CreateInstanceReplicationPolicyRequest,
     CreateManualImageSyncRepoRequest,
     CreateManualImageSyncRepoRequestBody,
+    CreateReplicationExecutionRequestBody,
+    CreateReplicationPolicyRequestBody,
     DeleteImageSyncRepoRequest,
     DeleteImageSyncRepoRequestBody,
+    DeleteInstanceReplicationPolicyRequest,
+    ExecuteInstanceReplicationPolicyRequest,
+    Filter,
     ListImageAutoSyncReposDetailsRequest,
+    ListInstanceReplicationPolicyExecSubTasksRequest,
+    ListInstanceReplicationPolicyExecTasksRequest,
+    ListInstanceReplicationPolicyExecutionsRequest,
     ListSyncRegionsRequest,
+    ReplicationRegistry,
+    ShowInstanceReplicationPolicyRequest,
     ShowSyncJobRequest,
     SwrClient,
+    TriggerConfig,
+    TriggerSetting,
 )
 
 from tests.support import oci
@@ -240,3 +253,146 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
     with contextlib.redirect_stdout(buffer):
         code = cli.main(argv)
     return code, buffer.getvalue()
+
+
+async def registry_id(service: RunningService, region: str) -> int:
+    status, answer = await signed(service.url, "GET", "/v2/default/instances/local/registries")
+    assert status == 200, answer
+    return next(int(r["id"]) for r in answer["registries"] if r["name"] == region)
+
+
+async def execution_until_done(client: Any, policy_id: int, limit_s: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while True:
+        listed = await call(
+            client,
+            "list_instance_replication_policy_executions",
+            ListInstanceReplicationPolicyExecutionsRequest(instance_id="local", policy_id=policy_id),
+        )
+        done = [e for e in listed.executions or [] if e.status != "InProgress"]
+        if done:
+            return done[0]
+        assert asyncio.get_running_loop().time() < deadline, [e.status for e in listed.executions or []]
+        await asyncio.sleep(0.2)
+
+
+async def test_sdk_policy_execution_copies_what_the_filters_select(
+    service: RunningService, region_a: DistributionRegistry, region_b: DistributionRegistry
+) -> None:
+    client = sdk(service)
+    kept = await oci.push_image(region_a.url, "team/api", "v1.0")
+    await oci.push_image(region_a.url, "team/api", "dev")  # the tag filter leaves it
+    await oci.push_image(region_a.url, "other/api", "v1.0")  # the name filter leaves it
+    body = CreateReplicationPolicyRequestBody(
+        name="dr-team",
+        description="team to region-b",
+        src_registry=ReplicationRegistry(id=await registry_id(service, "region-a")),
+        dest_registry=ReplicationRegistry(id=await registry_id(service, "region-b")),
+        dest_namespace="dr2",
+        filters=[Filter(type="name", value="team/**"), Filter(type="tag", value="v*")],
+        repo_scope_mode="regular",
+        trigger=TriggerConfig(type="manual", trigger_settings=TriggerSetting(cron="")),
+        override=True,
+        enabled=True,
+    )
+    created = await call(
+        client,
+        "create_instance_replication_policy",
+        CreateInstanceReplicationPolicyRequest(instance_id="local", body=body),
+    )
+    shown = await call(
+        client,
+        "show_instance_replication_policy",
+        ShowInstanceReplicationPolicyRequest(instance_id="local", policy_id=created.id),
+    )
+    assert shown.name == "dr-team" and shown.dest_namespace == "dr2" and len(shown.filters) == 2
+
+    execution = await call(
+        client,
+        "execute_instance_replication_policy",
+        ExecuteInstanceReplicationPolicyRequest(
+            instance_id="local", body=CreateReplicationExecutionRequestBody(policy_id=created.id)
+        ),
+    )
+    done = await execution_until_done(client, created.id)
+    assert (done.id, done.status, done.total, done.succeed) == (execution.id, "Succeed", 1, 1)
+    tasks = await call(
+        client,
+        "list_instance_replication_policy_exec_tasks",
+        ListInstanceReplicationPolicyExecTasksRequest(instance_id="local", execution_id=execution.id),
+    )
+    (task,) = tasks.tasks
+    assert task.src_resource == "team/api:v1.0" and task.dst_resource == "dr2/api:v1.0" and task.status == "Succeed"
+    subtasks = await call(
+        client,
+        "list_instance_replication_policy_exec_sub_tasks",
+        ListInstanceReplicationPolicyExecSubTasksRequest(
+            instance_id="local", execution_id=execution.id, task_id=task.id
+        ),
+    )
+    assert subtasks.sub_tasks[0].digest == kept.digest
+    assert (await manifest_in(region_b, "dr2/api", "v1.0", auth=B_AUTH))[2] == kept.digest
+    assert await manifest_in(region_b, "dr2/api", "dev", auth=B_AUTH) is None
+
+    await call(
+        client,
+        "delete_instance_replication_policy",
+        DeleteInstanceReplicationPolicyRequest(instance_id="local", policy_id=created.id),
+    )
+
+
+async def test_event_based_policy_replicates_pushes_and_deletions(
+    service: RunningService, region_a: DistributionRegistry, region_b: DistributionRegistry
+) -> None:
+    body = {
+        "name": "events",
+        "src_registry": {"id": await registry_id(service, "region-a")},
+        "dest_registry": {"id": await registry_id(service, "region-b")},
+        "dest_namespace": "ev",
+        "filters": [
+            {"type": "name", "value": "team/svc"},
+            {"type": "tag", "value": "tmp-.*", "kind": "regexp", "decoration": "excludes"},
+        ],
+        "trigger": {"type": "event_based"},
+        "override": True,
+        "enabled": True,
+        "replicate_deletion": True,
+    }
+    status, answer = await signed(service.url, "POST", "/v2/default/instances/local/replication/policies", body)
+    assert status == 201, answer
+    pushed = await oci.push_image(region_a.url, "team/svc", "v1")
+    await oci.push_image(region_a.url, "team/svc", "tmp-1")  # excluded by the regexp filter
+    assert (await manifest_eventually(region_b, "ev/svc", "v1"))[2] == pushed.digest
+
+    await oci.delete_manifest(region_a.url, "team/svc", pushed.digest)
+    deadline = asyncio.get_running_loop().time() + 20
+    while await manifest_in(region_b, "ev/svc", "v1", auth=B_AUTH) is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the deletion was not replicated"
+        await asyncio.sleep(0.2)
+    assert await manifest_in(region_b, "ev/svc", "tmp-1", auth=B_AUTH) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (
+            {"trigger": {"type": "scheduled", "trigger_settings": {"cron": "every day"}}},
+            "trigger.trigger_settings.cron",
+        ),
+        ({"trigger": {"type": "sometimes"}}, "trigger.type"),
+        ({"filters": [{"type": "tag", "value": "(", "kind": "regexp"}]}, "filters[0]"),
+        ({"filters": [{"type": "colour", "value": "red"}]}, "filters[0].type"),
+        ({"dest_registry": {"id": 999}}, "dest_registry.id"),
+    ],
+)
+async def test_bad_replication_policies_get_400_naming_the_field(
+    service: RunningService, changes: dict[str, Any], field: str
+) -> None:
+    body = {
+        "name": "bad",
+        "src_registry": {"id": await registry_id(service, "region-a")},
+        "dest_registry": {"id": await registry_id(service, "region-b")},
+        **changes,
+    }
+    status, answer = await signed(service.url, "POST", "/v2/default/instances/local/replication/policies", body)
+    assert status == 400 and answer["error_msg"].startswith(field), answer

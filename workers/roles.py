@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from workers.runtime.producer import KafkaProducer
 from workers.runtime.runner import ConsumerRunner, RunnerOptions
 from workers.scheduler.dispatcher import Dispatcher, run_scheduler
 from workers.secrets import secret_box
-from workers.topology import FlowDependencies, build_flows, schedules
+from workers.topology import FlowDependencies, build_flows, schedules, stored_schedules
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def _start_workers(
 
 def _start_scheduler(ctx: ApiContext, stop: asyncio.Event) -> asyncio.Task[None]:
     dispatcher = Dispatcher(ctx.sessions, ctx.producer, ctx.topics.commands, ctx.clock)
-    return asyncio.create_task(run_scheduler(dispatcher, schedules(ctx.settings), stop), name="scheduler")
+    source = functools.partial(stored_schedules, ctx.sessions)
+    return asyncio.create_task(run_scheduler(dispatcher, schedules(ctx.settings), stop, source), name="scheduler")
 
 
 async def _wait(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

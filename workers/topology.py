@@ -20,7 +20,7 @@
                                                               │
                          group <prefix>.maintenance ◄─────────┘
                            decode_command → CommandRunner (sweep history, reconcile replication,
-                             mark slot done) → commit
+                             run replication policies, mark slot done) → commit
 
     any step's invalid message ──► <prefix>.dead-letter.v1  (headers: reason, source offset)
 
@@ -38,13 +38,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
+from workers.db.models import ReplicationPolicy
 from workers.inventory.flow import InventoryRecorder, decode_image_event
 from workers.maintenance.commands import (
     RECONCILE_REPLICATION,
+    RUN_REPLICATION_POLICY,
     SWEEP_HISTORY,
     Command,
     CommandRunner,
@@ -52,7 +55,9 @@ from workers.maintenance.commands import (
 )
 from workers.replication.clients import RegionClients
 from workers.replication.errors import TransientRegistryError
+from workers.replication.executions import ExecutionPlanner
 from workers.replication.flow import AutoSyncMatcher
+from workers.replication.policies import five_field_cron
 from workers.replication.reconcile import Reconciler
 from workers.replication.runner import JobRunner
 from workers.replication.store import CheckpointStore
@@ -96,6 +101,12 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
     clients = RegionClients(deps.settings, deps.sessions, CheckpointStore(deps.sessions, deps.clock))
     reconciler = Reconciler(deps.sessions, clients, deps.settings.region, deps.clock)
 
+    planner = ExecutionPlanner(deps.sessions, clients, deps.clock)
+
+    async def run_policy(command: Command) -> None:
+        execution = command.params.get("execution_id")
+        await planner.run(int(command.params["policy_id"]), int(execution) if execution else None)
+
     async def reconcile(command: Command) -> None:
         namespace, repository = command.params.get("namespace"), command.params.get("repository")
         await reconciler.reconcile(
@@ -111,7 +122,9 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
         topic=deps.topics.commands,
         group=_group(deps, "maintenance"),
         decode=decode_command,
-        handle=CommandRunner(deps.sessions, deps.clock, {RECONCILE_REPLICATION: reconcile}),
+        handle=CommandRunner(
+            deps.sessions, deps.clock, {RECONCILE_REPLICATION: reconcile, RUN_REPLICATION_POLICY: run_policy}
+        ),
         transient=(*TRANSIENT_DB_ERRORS, TransientRegistryError),
         describe="applies scheduled and requested commands (history sweep, replication reconcile)",
         companion=close_clients,
@@ -188,6 +201,25 @@ def schedules(settings: Settings) -> list[Schedule]:
             reconcile,
         ),
     ]
+
+
+async def stored_schedules(sessions: async_sessionmaker[AsyncSession]) -> list[Schedule]:
+    """Schedules kept with policies: scheduled replication policies (retention adds its own)."""
+    async with sessions() as session:
+        policies = await session.scalars(
+            select(ReplicationPolicy).where(ReplicationPolicy.enabled, ReplicationPolicy.trigger_type == "scheduled")
+        )
+        return [_policy_schedule(p) for p in policies if p.cron]
+
+
+def _policy_schedule(policy: ReplicationPolicy) -> Schedule:
+    job = f"replication-policy-{policy.id}"
+
+    def run(slot: str, at: datetime) -> Command:
+        return Command(id=slot, kind=RUN_REPLICATION_POLICY, issued_at=at, params={"policy_id": policy.id})
+
+    trigger = CronTrigger.from_crontab(five_field_cron(policy.cron), timezone=UTC)
+    return Schedule(job, trigger, run, not_before=policy.updated_at)
 
 
 WORKER_KINDS: tuple[str, ...] = tuple(FLOW_FACTORIES)

@@ -37,6 +37,7 @@ HOP_BY_HOP = frozenset(
      "transfer-encoding", "upgrade"}
 )  # fmt: skip
 READ_SIZE = 64 * 1024
+INJECTED_ERROR = b'{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultyProxy"}]}'
 
 
 @dataclass
@@ -173,8 +174,8 @@ class FaultyProxy:
             async for _ in request.content.iter_chunked(READ_SIZE):
                 pass
             entry.status = fault.status
-            body = b'{"errors":[{"code":"UNAVAILABLE","message":"injected by FaultyProxy"}]}'
-            return web.Response(status=fault.status, headers=fault.headers, body=body, content_type="application/json")
+            headers = {"Content-Type": "application/json", **fault.headers}
+            return web.Response(status=fault.status, headers=headers, body=INJECTED_ERROR)
         request_reset = fault.reset_after if fault is not None and fault.during == "request" else None
         response_reset = fault.reset_after if fault is not None and fault.during == "response" else None
         if fault is not None:
@@ -183,7 +184,9 @@ class FaultyProxy:
             return self._abort(request)
         assert self._client is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        body = self._request_body(request, entry, request_reset) if request.body_exists else None
+        body: AsyncIterator[bytes] | None = None
+        if request.body_exists:
+            body = self._request_body(request, entry, request_reset)
         try:
             async with self._client.request(
                 request.method, self.target + request.path_qs, headers=headers, data=body, allow_redirects=False
@@ -194,7 +197,9 @@ class FaultyProxy:
                 raise
             return self._abort(request)
 
-    async def _request_body(self, request: web.Request, entry: Exchange, reset_after: int | None) -> AsyncIterator[bytes]:
+    async def _request_body(
+        self, request: web.Request, entry: Exchange, reset_after: int | None
+    ) -> AsyncIterator[bytes]:
         async for piece in request.content.iter_chunked(READ_SIZE):
             if reset_after is not None and entry.request_bytes + len(piece) >= reset_after:
                 keep = reset_after - entry.request_bytes

@@ -21,15 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.api import bodies
 from workers.api.authn import principal_of
-from workers.api.context import ApiContext, api_context
+from workers.api.context import ApiContext
 from workers.api.errors import ApiError, bad_request, not_found
-from workers.api.webhook_bodies import PolicyFields, policy_fields
+from workers.api.instance import INSTANCE, instance_context, iso_time, query_int
+from workers.api.webhook_bodies import policy_fields
 from workers.db.models import Delivery, Namespace, WebhookPolicy
 from workers.secrets import mask
 from workers.triggers import store
 from workers.triggers.signing import new_signing_secret
 
-INSTANCE = "/v2/{project_id}/instances/{instance_id}"
 POLICIES = INSTANCE + "/namespaces/{namespace_name}/webhook/policies"
 JOB_STATUS = {
     store.PENDING: "Pending",
@@ -48,17 +48,9 @@ ORDER_COLUMNS = {
 routes = web.RouteTableDef()
 
 
-def _instance(request: web.Request) -> ApiContext:
-    ctx = api_context(request)
-    project, instance = request.match_info["project_id"], request.match_info["instance_id"]
-    if project != ctx.settings.project_id or instance != ctx.settings.instance_id:
-        raise not_found(f"instance {instance!r} of project {project!r} not found", code="SWR.0404")
-    return ctx
-
-
 @routes.post(POLICIES)
 async def create_policy(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     namespace = request.match_info["namespace_name"]
     fields = await policy_fields(await bodies.json_object(request), ctx, existing=None)
     secret = new_signing_secret()
@@ -83,28 +75,28 @@ async def create_policy(request: web.Request) -> web.Response:
 
 @routes.get(INSTANCE + "/webhook/policies")
 async def list_policies(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     params = request.query
     query = select(WebhookPolicy)
     if params.get("name"):
         query = query.where(WebhookPolicy.name.contains(params["name"], autoescape=True))
     async with ctx.sessions() as session:
         if params.get("namespace_id"):
-            namespace = await session.get(Namespace, _query_int(params, "namespace_id", 0))
+            namespace = await session.get(Namespace, query_int(params, "namespace_id", 0))
             query = query.where(WebhookPolicy.namespace == (namespace.name if namespace else ""))
         return await _policy_page(session, ctx, query, params)
 
 
 @routes.get(POLICIES)
 async def list_namespace_policies(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     query = select(WebhookPolicy).where(WebhookPolicy.namespace == request.match_info["namespace_name"])
     async with ctx.sessions() as session:
         return await _policy_page(session, ctx, query, request.query)
 
 
 async def _policy_page(session: AsyncSession, ctx: ApiContext, query: Any, params: Any) -> web.Response:
-    offset, limit = _query_int(params, "offset", 0), _query_int(params, "limit", 100, high=1000)
+    offset, limit = query_int(params, "offset", 0), query_int(params, "limit", 100, high=1000)
     column = ORDER_COLUMNS.get(params.get("order_column") or "created_at")
     if column is None:
         raise bad_request(f"order_column: expected one of {', '.join(ORDER_COLUMNS)}")
@@ -117,7 +109,7 @@ async def _policy_page(session: AsyncSession, ctx: ApiContext, query: Any, param
 
 @routes.get(POLICIES + "/{policy_id}")
 async def show_policy(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     async with ctx.sessions() as session:
         policy = await _find(session, request)
         return web.json_response(await _policy_document(session, ctx, policy))
@@ -125,7 +117,7 @@ async def show_policy(request: web.Request) -> web.Response:
 
 @routes.put(POLICIES + "/{policy_id}")
 async def update_policy(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     body = await bodies.json_object(request)
     try:
         async with ctx.sessions.begin() as session:
@@ -142,7 +134,7 @@ async def update_policy(request: web.Request) -> web.Response:
 
 @routes.delete(POLICIES + "/{policy_id}")
 async def delete_policy(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     async with ctx.sessions.begin() as session:
         policy = await _find(session, request)
         await store.cancel_pending(session, ctx.clock(), policy_id=policy.id, reason="policy deleted")
@@ -153,7 +145,7 @@ async def delete_policy(request: web.Request) -> web.Response:
 @routes.post(POLICIES + "/{policy_id}/secret")
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new signing secret; until the next rotation both sign every request."""
-    ctx = _instance(request)
+    ctx = instance_context(request)
     secret = new_signing_secret()
     async with ctx.sessions.begin() as session:
         policy = await _find(session, request)
@@ -165,9 +157,9 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 @routes.get(POLICIES + "/{policy_id}/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     params = request.query
-    offset, limit = _query_int(params, "offset", 0), _query_int(params, "limit", 100, high=1000)
+    offset, limit = query_int(params, "offset", 0), query_int(params, "limit", 100, high=1000)
     async with ctx.sessions() as session:
         policy = await _find(session, request)
         query = select(Delivery).where(Delivery.policy_id == policy.id)
@@ -180,7 +172,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.post(POLICIES + "/{policy_id}/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
-    ctx = _instance(request)
+    ctx = instance_context(request)
     job_id = bodies.path_int(request, "job_id")
     async with ctx.sessions.begin() as session:
         policy = await _find(session, request)
@@ -235,8 +227,8 @@ async def _policy_document(session: AsyncSession, ctx: ApiContext, policy: Webho
         "namespace_id": namespace_id or 0,
         "namespace_name": policy.namespace,
         "creator": policy.creator,
-        "created_at": _time(policy.created_at),
-        "updated_at": _time(policy.updated_at),
+        "created_at": iso_time(policy.created_at),
+        "updated_at": iso_time(policy.updated_at),
         "scope_rules": policy.scope_rules,
         "retry_schedule": policy.retry_schedule_s,
     }
@@ -256,13 +248,13 @@ def _job_document(job: Delivery) -> dict[str, Any]:
         "status": JOB_STATUS.get(job.status, job.status),
         "status_text": job.detail[:200],
         "job_detail": job.payload,
-        "created_at": _time(job.created_at),
-        "updated_at": _time(job.updated_at),
+        "created_at": iso_time(job.created_at),
+        "updated_at": iso_time(job.updated_at),
         "target": job.target,
         "attempts": job.attempts,
         "last_status_code": job.last_status_code,
         "latency_ms": job.latency_ms,
-        "next_attempt_at": _time(job.next_attempt_at) if job.status == store.PENDING else None,
+        "next_attempt_at": iso_time(job.next_attempt_at) if job.status == store.PENDING else None,
     }
 
 
@@ -273,19 +265,3 @@ def _statuses(value: str) -> list[str]:
     if unknown:
         raise bad_request(f"status: unknown status {unknown[0]!r}; expected one of {', '.join(JOB_STATUS.values())}")
     return wanted
-
-
-def _query_int(params: Any, name: str, default: int, *, high: int = 10**9) -> int:
-    raw = params.get(name)
-    if raw in (None, ""):
-        return default
-    if not str(raw).isdigit() or int(raw) > high:
-        raise bad_request(f"{name}: expected an integer between 0 and {high}")
-    return int(raw)
-
-
-def _time(value: Any) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value else ""
-
-
-__all__ = ["PolicyFields", "routes"]

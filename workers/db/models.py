@@ -230,7 +230,9 @@ class ReplicationJob(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(400))
     trigger: Mapped[str] = mapped_column(String(16))  # auto | manual | policy | reconcile
+    operation: Mapped[str] = mapped_column(String(16), default="copy")  # copy | delete
     rule_id: Mapped[int | None] = mapped_column(BigInteger)
+    policy_id: Mapped[int | None] = mapped_column(BigInteger)
     execution_id: Mapped[int | None] = mapped_column(BigInteger)
     source_region: Mapped[str] = mapped_column(String(64))
     namespace: Mapped[str] = mapped_column(String(255))
@@ -266,4 +268,54 @@ class UploadCheckpoint(Base):
     key: Mapped[str] = mapped_column(String(600), primary_key=True)  # registry|repository|digest
     location: Mapped[str] = mapped_column(Text)
     offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReplicationRegistry(Base):
+    """The numeric id the SWR enterprise API uses for a configured region's registry."""
+
+    __tablename__ = "replication_registries"
+    __table_args__ = (UniqueConstraint("region"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    region: Mapped[str] = mapped_column(String(64))
+
+
+class ReplicationPolicy(Base):
+    """An SWR enterprise replication policy: filters, trigger (manual, scheduled, event based)."""
+
+    __tablename__ = "replication_policies"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text)
+    src_registry_id: Mapped[int] = mapped_column(BigInteger)
+    dest_registry_id: Mapped[int] = mapped_column(BigInteger)
+    dest_namespace: Mapped[str] = mapped_column(String(255))
+    filters: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    repo_scope_mode: Mapped[str] = mapped_column(String(32))
+    trigger_type: Mapped[str] = mapped_column(String(16))  # manual | scheduled | event_based
+    cron: Mapped[str] = mapped_column(String(128))
+    override: Mapped[bool] = mapped_column(Boolean)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    replicate_deletion: Mapped[bool] = mapped_column(Boolean)
+    creator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReplicationExecution(Base):
+    """One run of a replication policy; its tasks are the ``replication_jobs`` rows carrying its id."""
+
+    __tablename__ = "replication_executions"
+    __table_args__ = (Index("ix_replication_executions_policy", "policy_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    policy_id: Mapped[int] = mapped_column(BigInteger)
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | scheduled | event_based
+    enumerated: Mapped[bool] = mapped_column(Boolean)  # every task has been queued
+    stopped: Mapped[bool] = mapped_column(Boolean)
+    status_text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -17,7 +17,8 @@ from workers.runtime.flow import Record
 SCHEMA = "commands.v1"
 SWEEP_HISTORY = "sweep-history"
 RECONCILE_REPLICATION = "reconcile-replication"
-KINDS = frozenset({SWEEP_HISTORY, RECONCILE_REPLICATION})
+RUN_REPLICATION_POLICY = "run-replication-policy"
+KINDS = frozenset({SWEEP_HISTORY, RECONCILE_REPLICATION, RUN_REPLICATION_POLICY})
 
 Params = dict[str, int | str]
 

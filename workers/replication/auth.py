@@ -118,22 +118,29 @@ class Authenticator:
         self.token_fetches = 0
 
     async def header(self, http: aiohttp.ClientSession, scope: str) -> dict[str, str]:
-        """The ``Authorization`` header for a request needing ``scope``; may fetch a token (blocks)."""
+        """The ``Authorization`` header for a request needing ``scope``; may fetch a token (blocks).
+
+        ``scope`` may hold several space-separated scopes (a cross-repository mount needs two).
+        """
         token = self._fresh(scope)
         if token is None and self._bearer is not None:
-            token = await self._fetch(http, self._bearer, (scope,), scope)
+            token = await self._fetch(http, self._bearer, tuple(scope.split()), scope)
         if token is not None:
             return {"Authorization": f"Bearer {token}"}
         return {"Authorization": self._basic} if self._basic else {}
 
-    async def answer(self, http: aiohttp.ClientSession, challenge: Challenge, scope: str) -> None:
+    async def answer(
+        self, http: aiohttp.ClientSession, challenge: Challenge, scope: str, rejected: str | None = None
+    ) -> None:
         """React to a 401 carrying a Bearer ``challenge``: fetch a token so the caller can retry once.
 
-        Blocks on the token endpoint. Raises ``Unauthorized`` when it refuses the credentials,
+        ``rejected`` is the ``Authorization`` value the registry refused; when another request has
+        already replaced that token, the new one is reused instead of fetching again. Blocks on the
+        token endpoint. Raises ``Unauthorized`` when it refuses the credentials,
         ``TransientRegistryError`` when it cannot be reached.
         """
         self._bearer = challenge
-        await self._fetch(http, challenge, challenge.scopes or (scope,), scope, force=True)
+        await self._fetch(http, challenge, challenge.scopes or tuple(scope.split()), scope, rejected=rejected or "")
 
     def _fresh(self, scope: str) -> str | None:
         token = self._tokens.get(scope)
@@ -147,16 +154,21 @@ class Authenticator:
         challenge: Challenge,
         scopes: tuple[str, ...],
         alias: str,
-        force: bool = False,
+        rejected: str | None = None,
     ) -> str:
+        """A token for ``scopes`` (cached under them and under ``alias``), fetched unless fresh.
+
+        With ``rejected`` set, a cached token is reused only if it is not the rejected one.
+        """
         key = " ".join(scopes)
         async with self._lock:
-            cached = None if force else self._fresh(key)
-            if cached is None:
+            cached = self._fresh(key)
+            if cached is None or (rejected is not None and f"Bearer {cached}" == rejected):
                 token = await self._request_token(http, challenge, scopes)
-                self._tokens[key] = token
-                self._tokens[alias] = token
                 cached = token.value
+                self._tokens[key] = self._tokens[alias] = token
+            else:
+                self._tokens[alias] = self._tokens[key]
         return cached
 
     async def _request_token(

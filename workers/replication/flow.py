@@ -1,4 +1,4 @@
-"""The replication worker: tagged pushes → automatic sync jobs queued → runner woken → commit.
+"""The replication worker: pushes (and deletes) → sync/policy jobs queued → runner woken → commit.
 
 Queuing happens in the consumer's batch (one transaction, keyed so a redelivered event
 queues nothing); the copies run in the ``JobRunner`` companion, off the poll loop.
@@ -7,16 +7,19 @@ queues nothing); the copies run in the ``JobRunner`` companion, off the poll loo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workers.db.models import SyncRule
+from workers.db.models import ReplicationPolicy, SyncRule
 from workers.events.model import ImageEvent
-from workers.replication.matching import AutoSyncRule, plan_auto_sync
+from workers.replication.executions import region_of, registry_ids, start_execution
+from workers.replication.matching import AutoSyncRule, EventPolicy, plan_auto_sync, plan_policy_events
+from workers.replication.policies import PolicyError, parse_filters
 from workers.replication.runner import JobRunner
-from workers.replication.store import queue_jobs
+from workers.replication.store import JobRequest, queue_jobs
 
 
 class AutoSyncMatcher:
@@ -36,11 +39,51 @@ class AutoSyncMatcher:
 
     async def __call__(self, events: Sequence[ImageEvent]) -> None:
         namespaces = {event.namespace for event in events}
+        now = self._clock()
         async with self._sessions.begin() as session:
             rows = await session.scalars(select(SyncRule).where(SyncRule.sync_auto, SyncRule.namespace.in_(namespaces)))
             rules = [
                 AutoSyncRule(r.id, r.namespace, r.repository, r.remote_region, r.remote_namespace, r.override)
                 for r in rows
             ]
-            created = await queue_jobs(session, plan_auto_sync(events, rules, self._region), self._clock())
+            created = await queue_jobs(session, plan_auto_sync(events, rules, self._region), now)
+            policies = await _event_policies(session, self._region)
+            for policy_id, requests in plan_policy_events(events, policies, self._region).items():
+                created += await _queue_execution(session, policy_id, requests, now)
         self._runner.wake(created)
+
+
+async def _event_policies(session: AsyncSession, local_region: str) -> list[EventPolicy]:
+    ids = await registry_ids(session, [local_region])
+    rows = await session.scalars(
+        select(ReplicationPolicy).where(
+            ReplicationPolicy.enabled,
+            ReplicationPolicy.trigger_type == "event_based",
+            ReplicationPolicy.src_registry_id == ids[local_region],
+        )
+    )
+    policies = []
+    for row in rows:
+        remote = await region_of(session, row.dest_registry_id)
+        if remote is None:
+            continue
+        try:
+            filters = parse_filters(row.filters)
+        except PolicyError:
+            continue
+        policies.append(
+            EventPolicy(row.id, row.name, filters, remote, row.dest_namespace, row.override, row.replicate_deletion)
+        )
+    return policies
+
+
+async def _queue_execution(
+    session: AsyncSession, policy_id: int, requests: list[JobRequest], now: datetime
+) -> list[int]:
+    """One event-based execution for this batch's tasks of the policy (none if all were queued before)."""
+    execution = await start_execution(session, policy_id, "event_based", now)
+    execution.enumerated, execution.status_text = True, "event based"
+    created = await queue_jobs(session, [replace(r, execution_id=execution.id) for r in requests], now)
+    if not created:
+        await session.delete(execution)  # a redelivered batch: its tasks exist already
+    return created

@@ -1,7 +1,12 @@
-"""Which copies an image event causes (basic edition automatic sync). Pure: no I/O.
+"""Which copies an image event causes. Pure: no I/O.
 
-A push of a tagged manifest to the local region queues one job per automatic rule of its
-repository, keyed ``auto:{rule}:{event}`` so a redelivered event queues nothing new.
+- Basic edition: a push of a tagged manifest to the local region queues one job per
+  automatic sync rule of its repository, keyed ``auto:{rule}:{event}``.
+- Enterprise edition: an ``event_based`` policy whose filters select the repository and tag
+  queues a copy, and, with ``replicate_deletion``, a delete replicates a deletion; keyed
+  ``policy:{policy}:{event}``.
+
+Keys make a redelivered event queue nothing new.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from workers.events.model import Action, ArtifactKind, ImageEvent
+from workers.replication.policies import PolicyFilters
 from workers.replication.store import JobRequest
 
 
@@ -59,4 +65,62 @@ def _is_tagged_push(event: ImageEvent, local_region: str) -> bool:
         and event.kind is ArtifactKind.MANIFEST
         and event.tag is not None
         and event.region == local_region
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventPolicy:
+    """An enabled ``event_based`` replication policy whose source is the local region."""
+
+    id: int
+    name: str
+    filters: PolicyFilters
+    remote_region: str
+    dest_namespace: str
+    override: bool
+    replicate_deletion: bool
+
+
+def plan_policy_events(
+    events: Iterable[ImageEvent], policies: Sequence[EventPolicy], local_region: str
+) -> dict[int, list[JobRequest]]:
+    """Per policy, the copies (tagged pushes) and deletions its filters select, keyed per event."""
+    planned: dict[int, list[JobRequest]] = {}
+    for event in events:
+        if event.region != local_region or event.kind is not ArtifactKind.MANIFEST:
+            continue
+        for policy in policies:
+            request = _policy_request(event, policy)
+            if request is not None:
+                planned.setdefault(policy.id, []).append(request)
+    return planned
+
+
+def _policy_request(event: ImageEvent, policy: EventPolicy) -> JobRequest | None:
+    if not policy.filters.repository_matches(event.name):
+        return None
+    if event.action is Action.PUSH and event.tag is not None and policy.filters.tag_matches(event.tag):
+        operation = "copy"
+    elif (
+        event.action is Action.DELETE
+        and policy.replicate_deletion
+        and (event.tag is None or policy.filters.tag_matches(event.tag))
+    ):
+        operation = "delete"
+    else:
+        return None
+    return JobRequest(
+        key=f"policy:{policy.id}:{event.id}",
+        trigger="policy",
+        source_region=event.region,
+        namespace=event.namespace,
+        repository=event.repository,
+        tag=event.tag or "",
+        digest=event.digest,
+        remote_region=policy.remote_region,
+        remote_namespace=policy.dest_namespace or event.namespace,
+        override=policy.override,
+        policy_id=policy.id,
+        operation=operation,
+        operator_name=f"policy {policy.name}",
     )

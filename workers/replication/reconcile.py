@@ -154,4 +154,3 @@ async def _tags_in_flight(session: AsyncSession, rule: SyncRule) -> set[str]:
         )
     )
     return set(rows.all())
-

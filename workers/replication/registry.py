@@ -189,14 +189,7 @@ class RegistryClient:
     # ----------------------------------------------------------------------------------- blobs
 
     async def blob_exists(self, repo: str, digest: str) -> bool:
-        t = self.transport
-        try:
-            await t.call(
-                "HEAD", t.url(f"/v2/{repo}/blobs/{digest}"), scope=pull_scope(repo), what=f"HEAD blob {digest}"
-            )
-        except NotFound:
-            return False
-        return True
+        return await uploads.blob_present(self.transport, repo, digest)
 
     async def mount_blob(self, dst_repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount within this registry: ``True`` when mounted (201).

@@ -100,6 +100,9 @@ class JobRunner:
         async with self._slots:
             started = time.monotonic()
             try:
+                if job.operation == "delete":
+                    await self._finish(job, store.SUCCESS, {"detail": await self._delete(job)})
+                    return
                 result = await asyncio.wait_for(self._copy(job), self._timeout_s)
             except TimeoutError:
                 await self._finish(job, store.TIMEOUT, {"detail": f"did not finish within {self._timeout_s:g} s"})
@@ -133,6 +136,15 @@ class JobRunner:
             )
         finally:
             await reporter.flush()
+
+    async def _delete(self, job: ReplicationJob) -> str:
+        """Replicate a deletion: remove the destination tag's manifest (copies are digest-exact)."""
+        destination = self._clients.client(job.remote_region)
+        repository = f"{job.remote_namespace}/{job.repository}"
+        digest = job.digest or await destination.head_manifest(repository, job.tag)
+        if digest is None or not await destination.delete_manifest(repository, digest):
+            return f"{repository}:{job.tag} already absent"
+        return f"deleted {repository}@{digest}"
 
     async def _retry_or_fail(self, job: ReplicationJob, detail: str) -> None:
         attempts = job.attempts + 1

@@ -52,6 +52,8 @@ class JobRequest:
     digest: str | None = None
     rule_id: int | None = None
     execution_id: int | None = None
+    policy_id: int | None = None
+    operation: str = "copy"  # copy | delete
     operator_id: str = ""
     operator_name: str = ""
 
@@ -69,6 +71,8 @@ def _row(r: JobRequest, now: datetime) -> dict[str, Any]:
     return {
         "key": r.key,
         "trigger": r.trigger,
+        "operation": r.operation,
+        "policy_id": r.policy_id,
         "rule_id": r.rule_id,
         "execution_id": r.execution_id,
         "source_region": r.source_region,

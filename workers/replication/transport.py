@@ -71,6 +71,7 @@ class Transport:
             # copy within one registry (a download and an upload each holding a connection).
             connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
+            self._owns_session = True
         return self._session
 
     async def close(self) -> None:
@@ -167,7 +168,7 @@ class Transport:
             if challenge is None or attempt == 2:
                 return resp  # the caller reports a 401 without a Bearer challenge
             resp.release()
-            await self.auth.answer(self.http, challenge, scope)
+            await self.auth.answer(self.http, challenge, scope, rejected=auth.get("Authorization"))
             if not replayable:
                 raise TransientRegistryError(401, "UNAUTHORIZED", f"{what}: token renewed; the body must be re-sent")
         raise AssertionError("unreachable")

@@ -16,6 +16,8 @@ reopens the source at that offset. Distribution 2.8 facts this code is shaped by
 - it ignores ``Content-Range`` on ``PATCH`` and appends whatever arrives, so a chunk is never
   re-sent blindly: every retry first asks the registry where the session stands.
 
+A retry first ``HEAD``s the blob: a commit whose answer was lost is not uploaded again.
+
 Integrity: bytes are hashed while streaming. The monolithic ``PUT`` holds back its last piece
 until size and digest are checked, so a corrupt source never completes a request; the chunked
 path checks before the committing ``PUT``. A resumed upload cannot hash the part sent earlier
@@ -25,15 +27,15 @@ rejected resumed upload is restarted from scratch once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from workers.replication.errors import DigestMismatch, NotFound, RegistryError, TransientRegistryError
 from workers.replication.manifests import hasher_for
+from workers.replication.streams import Chunker, closing, digest_matches, held_back_until_verified
 from workers.replication.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -58,19 +60,18 @@ class UploadTuning:
     chunk_size: int = 8 * MiB
 
 
-@contextlib.asynccontextmanager
-async def _closing(pieces: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Close the source (releasing its connection) even when the upload stops early."""
-    try:
-        yield pieces
-    finally:
-        aclose = getattr(pieces, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def push_scope(repo: str) -> str:
     return f"repository:{repo}:pull,push"
+
+
+async def blob_present(t: Transport, repo: str, digest: str) -> bool:
+    """``HEAD`` the blob in ``repo``."""
+    try:
+        await t.call("HEAD", t.url(f"/v2/{repo}/blobs/{digest}"), scope=f"repository:{repo}:pull",
+                     what=f"HEAD blob {digest}")  # fmt: skip
+    except NotFound:
+        return False
+    return True
 
 
 async def start_upload(t: Transport, repo: str) -> UploadState:
@@ -150,6 +151,9 @@ async def upload_blob(
         try:
             async for attempt in t.retry.retrying():
                 with attempt:
+                    # A commit whose answer was lost leaves the blob in place: never upload it twice.
+                    if attempt.retry_state.attempt_number > 1 and await blob_present(t, repo, digest):
+                        break
                     if latest is None and size <= tuning.monolithic_max:
                         await _monolithic(t, repo, digest, size, open_source, count)
                     else:
@@ -169,51 +173,31 @@ async def _monolithic(
     state = await start_upload(t, repo)
     failure: list[BaseException] = []
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         try:
-            async with _closing(open_source(0)) as pieces:
-                async for piece in _held_back_until_verified(pieces, digest, size):
+            async with closing(open_source(0)) as pieces:
+                async for piece in held_back_until_verified(pieces, digest, size):
                     yield piece
         except Exception as exc:
             failure.append(exc)  # aiohttp may wrap what the body raised; keep the original
             raise
 
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    stream = body()
     try:
-        await t.send("PUT", _with_digest(state.location, digest), body(), scope=push_scope(repo), ok=(201,),
+        await t.send("PUT", _with_digest(state.location, digest), stream, scope=push_scope(repo), ok=(201,),
                      headers=headers, what=f"upload {digest} to {repo}")  # fmt: skip
     except Exception as exc:
         await cancel_upload(t, repo, state)
-        if failure and isinstance(failure[0], RegistryError):
-            raise failure[0] from exc
-        if failure:
-            raise TransientRegistryError(None, None, f"reading {digest} failed: {failure[0]!r}") from exc
-        raise
+        original = failure[0] if failure else exc
+        if original is exc:
+            raise
+        if isinstance(original, RegistryError):
+            raise original from exc
+        raise TransientRegistryError(None, None, f"reading {digest} failed: {original!r}") from exc
+    finally:
+        await stream.aclose()  # releases the source's connection now, not when garbage collected
     count(size)
-
-
-async def _held_back_until_verified(pieces: AsyncIterator[bytes], digest: str, size: int) -> AsyncIterator[bytes]:
-    """Yield ``pieces`` but release the last one only once size and digest are right."""
-    hasher, seen, held = hasher_for(digest), 0, b""
-    async for piece in pieces:
-        if held:
-            yield held
-        hasher.update(piece)
-        seen += len(piece)
-        held = piece
-        if seen > size:
-            raise DigestMismatch(f"{digest}: the source has more than the {size} bytes announced")
-    _check(hasher, digest, size, seen)
-    if held:
-        yield held
-
-
-def _check(hasher: Any, digest: str, size: int, seen: int) -> None:
-    if seen != size:
-        raise DigestMismatch(f"{digest}: the source has {seen} bytes, {size} announced")
-    actual = f"{hasher.name}:{hasher.hexdigest()}"
-    if actual != digest:
-        raise DigestMismatch(f"the bytes announced as {digest} hash to {actual}")
 
 
 async def _chunked(
@@ -236,8 +220,8 @@ async def _chunked(
     what = f"upload {digest} to {repo}"
     complete = state.offset == size
     if state.offset < size:
-        async with _closing(open_source(state.offset)) as pieces:
-            chunks = _Chunks(pieces, chunk_size)
+        async with closing(open_source(state.offset)) as pieces:
+            chunks = Chunker(pieces, chunk_size)
             try:
                 while state.offset < size and (chunk := await chunks.take()):
                     if hasher is not None:
@@ -248,7 +232,7 @@ async def _chunked(
                 complete = state.offset == size and not await chunks.take()
             finally:
                 await chunks.close()
-    if not complete or (hasher is not None and not _matches(hasher, digest)):
+    if not complete or (hasher is not None and not digest_matches(hasher, digest)):
         await cancel_upload(t, repo, state)
         raise DigestMismatch(f"{digest}: the source does not match its digest or its size {size} (at {state.offset})")
     headers = {"Content-Type": "application/octet-stream", "Content-Length": "0"}
@@ -286,41 +270,3 @@ async def _committing(request: Awaitable[Any]) -> Any:
         if isinstance(exc, NotFound) or exc.status == 416 or exc.code in ("BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"):
             raise TransientRegistryError(exc.status, exc.code, f"upload session lost: {exc.message}") from exc
         raise
-
-
-def _matches(hasher: Any, digest: str) -> bool:
-    return f"{hasher.name}:{hasher.hexdigest()}" == digest
-
-
-class _Chunks:
-    """Cuts a byte stream into ``size``-byte chunks, reading the next one while the caller sends."""
-
-    def __init__(self, pieces: AsyncIterator[bytes], size: int):
-        self._pieces = pieces
-        self._size = size
-        self._buffer = bytearray()
-        self._ahead: asyncio.Task[bytes] | None = None
-
-    async def take(self) -> bytes:
-        task, self._ahead = self._ahead, None
-        chunk = await (task if task is not None else self._read())
-        if chunk:
-            self._ahead = asyncio.ensure_future(self._read())
-        return chunk
-
-    async def _read(self) -> bytes:
-        while len(self._buffer) < self._size:
-            piece = await anext(self._pieces, None)
-            if piece is None:
-                break
-            self._buffer += piece
-        chunk = bytes(self._buffer[: self._size])
-        del self._buffer[: self._size]
-        return chunk
-
-    async def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead.cancel()
-            with contextlib.suppress(BaseException):
-                await self._ahead
-            self._ahead = None

@@ -4,15 +4,16 @@
 the replica whose insert succeeds publishes the command and commits the claim only after the
 broker acknowledged it; every other replica finds the row and does nothing. A failed publish
 rolls the claim back, so the next check (every ``CATCH_UP_S``) dispatches it again. APScheduler
-fires the cron triggers; the periodic catch-up also covers fire times missed during downtime,
-coalesced into one run.
+fires the configured cron triggers; the periodic catch-up also covers fire times missed during
+downtime, coalesced into one run, and fires the schedules stored with policies in the database
+(so those fire within ``CATCH_UP_S`` of their time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,16 +32,25 @@ from workers.scheduler.slots import latest_slot, slot_id
 log = logging.getLogger(__name__)
 
 SLOTS: Table = ScheduleSlot.__table__  # type: ignore[assignment]
-CATCH_UP_S = 30
+CATCH_UP_S = 10
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A cron schedule and the command each of its slots dispatches."""
+    """A cron schedule and the command each of its slots dispatches.
+
+    ``not_before``: slots earlier than this never fire (a policy created at 23:00 with a daily
+    02:00 schedule waits for the next 02:00 instead of running at once).
+    """
 
     job: str
     trigger: CronTrigger
     command: Callable[[str, datetime], Command]  # (slot id, slot time) → command
+    not_before: datetime | None = None
+
+
+# Schedules kept in the database (replication and retention policies), reloaded at every check.
+ScheduleSource = Callable[[], Awaitable[list[Schedule]]]
 
 
 class Dispatcher:
@@ -60,7 +70,7 @@ class Dispatcher:
         """Dispatch the latest due slot unless some replica already did; returns its id if this call did."""
         now = self._clock()
         slot_at = latest_slot(schedule.trigger, now)
-        if slot_at is None:
+        if slot_at is None or (schedule.not_before is not None and slot_at < schedule.not_before):
             return None
         ident = slot_id(schedule.job, slot_at)
         row = {"id": ident, "job": schedule.job, "slot_at": slot_at, "dispatched_at": now, "completed_at": None}
@@ -85,18 +95,39 @@ class Dispatcher:
                 log.exception("dispatching %s failed", schedule.job)
 
 
-async def run_scheduler(dispatcher: Dispatcher, schedules: Sequence[Schedule], stop: asyncio.Event) -> None:
-    """Fire ``schedules`` until ``stop`` is set."""
+async def run_scheduler(
+    dispatcher: Dispatcher, schedules: Sequence[Schedule], stop: asyncio.Event, source: ScheduleSource | None = None
+) -> None:
+    """Fire ``schedules`` until ``stop`` is set; those of ``source`` at each catch-up check."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     for schedule in schedules:
         scheduler.add_job(
-            dispatcher.dispatch_due, schedule.trigger, args=[schedule], id=schedule.job,
-            coalesce=True, max_instances=1, misfire_grace_time=None,
-        )  # fmt: skip
+            dispatcher.dispatch_due,
+            schedule.trigger,
+            args=[schedule],
+            id=schedule.job,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+
+    async def catch_up() -> None:
+        stored: list[Schedule] = []
+        if source is not None:
+            try:
+                stored = await source()
+            except Exception:
+                log.exception("could not load stored schedules; the next check retries")
+        await dispatcher.check_all([*schedules, *stored])
+
     scheduler.add_job(
-        dispatcher.check_all, IntervalTrigger(seconds=CATCH_UP_S, timezone=UTC), args=[schedules], id="catch-up",
-        coalesce=True, max_instances=1, next_run_time=datetime.now(UTC),
-    )  # fmt: skip
+        catch_up,
+        IntervalTrigger(seconds=CATCH_UP_S, timezone=UTC),
+        id="catch-up",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.start()
     try:
         await stop.wait()

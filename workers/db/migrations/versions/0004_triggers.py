@@ -49,9 +49,7 @@ def upgrade() -> None:
         sa.Column("creator_name", sa.String(255), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_deployment_triggers"),
-        sa.UniqueConstraint(
-            "namespace", "repository", "name", name="uq_deployment_triggers_namespace_repository_name"
-        ),
+        sa.UniqueConstraint("namespace", "repository", "name", name="uq_deployment_triggers_namespace_repository_name"),
     )
     op.create_table(
         "webhook_policies",
