@@ -49,6 +49,7 @@ EXAMPLE_SCHEMAS = {
     "commands/1": "commands.v1.schema.json",
     "webhook-harbor/1": "webhook-harbor.v1.schema.json",
     "webhook-cloudevents/1": "webhook-cloudevents.v1.schema.json",
+    "iam-policy/1": "iam-policy.v1.schema.json",
 }
 
 HARBOR_ARTIFACT_TYPES = {*harbor.DEFAULT_TYPES, *harbor.CLOUDEVENT_TYPES}

@@ -1,0 +1,15 @@
+"""IAM: who may call which SWR API on which resource. A pure decision core, no I/O.
+
+::
+
+    route (method, template) ──► actions.route_action ──► AccessRequests (own action + dependencies)
+                                                                │
+    policy documents ──► policy.parse_policy ──► Policy ────────┤
+    SWR grants (auth 1/3/7) ──► grants.Grant ───────────────────┼──► authorize.authorize ──► Decision
+    system.SYSTEM_POLICIES (SWR FullAccess, ...) ───────────────┘
+
+``urn`` builds and matches resource URNs, ``conditions`` evaluates ``Condition`` blocks,
+``catalogue`` lists the actions, ``grammar`` is the lexical grammar shared with
+``schemas/iam-policy.v1.schema.json``. Rule: an explicit Deny wins; else a policy Allow or a
+covering grant allows; else deny.
+"""
