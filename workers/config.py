@@ -166,6 +166,23 @@ class ReplicationSettings(_Frozen):
         return _crontab(value)
 
 
+class RetentionSettings(_Frozen):
+    """Retention runs (YAML ``retention:``)."""
+
+    cron: str = "30 2 * * *"  # when basic-edition rules run (they also run right after a change)
+    max_deletions: int = Field(default=1000, ge=0)  # blast-radius cap per run
+    max_percent: float = Field(default=90.0, ge=0, le=100)  # of one repository's digests per run
+    grace_days: int = Field(default=7, ge=0)  # deleted manifests kept for restore
+    rollback_window: int = Field(default=3, ge=0)  # previous digests per workload kept as in use
+    deletions_per_second: float = Field(default=20.0, gt=0)  # per registry
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _crontab(value)
+
+
 def _crontab(value: str) -> str:
     from apscheduler.triggers.cron import CronTrigger
 
@@ -228,6 +245,7 @@ class Settings(_Frozen):
     clusters: dict[str, ClusterSettings] = Field(default_factory=dict)
     triggers: TriggerSettings = TriggerSettings()
     replication: ReplicationSettings = ReplicationSettings()
+    retention: RetentionSettings = RetentionSettings()
     secrets: SecretSettings = SecretSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -334,6 +352,10 @@ ENV_KEYS: dict[str, str] = {
     "RW_TRIGGER_IMAGE_FORMAT": "triggers.image_format",
     "RW_REPLICATION_CONCURRENCY": "replication.concurrency",
     "RW_REPLICATION_RECONCILE_CRON": "replication.reconcile_cron",
+    "RW_RETENTION_CRON": "retention.cron",
+    "RW_RETENTION_MAX_DELETIONS": "retention.max_deletions",
+    "RW_RETENTION_MAX_PERCENT": "retention.max_percent",
+    "RW_RETENTION_GRACE_DAYS": "retention.grace_days",
     "RW_WORKER_MAX_BATCH": "worker.max_batch",
     "RW_WORKER_MAX_BUFFERED": "worker.max_buffered_per_partition",
     "RW_WORKER_COMMIT_INTERVAL_MS": "worker.commit_interval_ms",

@@ -20,7 +20,7 @@
                                                               │
                          group <prefix>.maintenance ◄─────────┘
                            decode_command → CommandRunner (sweep history, reconcile replication,
-                             run replication policies, mark slot done) → commit
+                             run replication and retention policies, mark slot done) → commit
 
     any step's invalid message ──► <prefix>.dead-letter.v1  (headers: reason, source offset)
 
@@ -43,11 +43,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
-from workers.db.models import ReplicationPolicy
+from workers.db.models import ReplicationPolicy, RetentionPolicy
 from workers.inventory.flow import InventoryRecorder, decode_image_event
 from workers.maintenance.commands import (
     RECONCILE_REPLICATION,
     RUN_REPLICATION_POLICY,
+    RUN_RETENTION,
     SWEEP_HISTORY,
     Command,
     CommandRunner,
@@ -61,6 +62,7 @@ from workers.replication.policies import five_field_cron
 from workers.replication.reconcile import Reconciler
 from workers.replication.runner import JobRunner
 from workers.replication.store import CheckpointStore
+from workers.retention.runner import RetentionRunner
 from workers.runtime.flow import Flow
 from workers.runtime.kafka import Topics
 from workers.scheduler.dispatcher import Schedule
@@ -103,6 +105,19 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
 
     planner = ExecutionPlanner(deps.sessions, clients, deps.clock)
 
+    retention = RetentionRunner(deps.sessions, deps.settings, clients, deps.clock)
+
+    async def run_retention(command: Command) -> None:
+        trigger, dry_run = str(command.params.get("trigger", "manual")), bool(command.params.get("dry_run", 0))
+        apply_run = command.params.get("apply_run")
+        await retention.run(
+            int(command.params["policy_id"]),
+            command.id,
+            trigger,
+            dry_run=dry_run,
+            apply_run=int(apply_run) if apply_run else None,
+        )
+
     async def run_policy(command: Command) -> None:
         execution = command.params.get("execution_id")
         await planner.run(int(command.params["policy_id"]), int(execution) if execution else None)
@@ -123,7 +138,9 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
         group=_group(deps, "maintenance"),
         decode=decode_command,
         handle=CommandRunner(
-            deps.sessions, deps.clock, {RECONCILE_REPLICATION: reconcile, RUN_REPLICATION_POLICY: run_policy}
+            deps.sessions,
+            deps.clock,
+            {RECONCILE_REPLICATION: reconcile, RUN_REPLICATION_POLICY: run_policy, RUN_RETENTION: run_retention},
         ),
         transient=(*TRANSIENT_DB_ERRORS, TransientRegistryError),
         describe="applies scheduled and requested commands (history sweep, replication reconcile)",
@@ -204,12 +221,24 @@ def schedules(settings: Settings) -> list[Schedule]:
 
 
 async def stored_schedules(sessions: async_sessionmaker[AsyncSession]) -> list[Schedule]:
-    """Schedules kept with policies: scheduled replication policies (retention adds its own)."""
+    """Schedules kept with policies: scheduled replication policies and retention policies."""
     async with sessions() as session:
         policies = await session.scalars(
             select(ReplicationPolicy).where(ReplicationPolicy.enabled, ReplicationPolicy.trigger_type == "scheduled")
         )
-        return [_policy_schedule(p) for p in policies if p.cron]
+        schedules = [_policy_schedule(p) for p in policies if p.cron]
+        retentions = await session.scalars(select(RetentionPolicy).where(RetentionPolicy.enabled))
+        return schedules + [_retention_schedule(r) for r in retentions if r.cron]
+
+
+def _retention_schedule(policy: RetentionPolicy) -> Schedule:
+    def run(slot: str, at: datetime) -> Command:
+        return Command(
+            id=slot, kind=RUN_RETENTION, issued_at=at, params={"policy_id": policy.id, "trigger": "schedule"}
+        )
+
+    trigger = CronTrigger.from_crontab(five_field_cron(policy.cron), timezone=UTC)
+    return Schedule(f"retention-policy-{policy.id}", trigger, run, not_before=policy.updated_at)
 
 
 def _policy_schedule(policy: ReplicationPolicy) -> Schedule:

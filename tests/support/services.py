@@ -52,12 +52,22 @@ class ServiceStartError(RuntimeError):
     """A service did not become ready; the message carries the tail of its log."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the usual bind-to-0 race applies)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port that was free a moment ago and not handed out before by this process.
+
+    The usual bind-to-0 race with other processes applies; within this process two callers
+    (a registry's HTTP and debug listeners, say) never get the same port.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _log_tail(path: Path, limit: int = 4000) -> str:

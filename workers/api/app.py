@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from workers.api import ops, replication_policies, repos, sync, triggers, webhooks
+from workers.api import ops, replication_policies, repos, retentions, sync, triggers, webhooks
 from workers.api.authn import KeyRecord, Principal, StaticKeyResolver, aksk_middleware
 from workers.api.context import CONTEXT, ApiContext
 from workers.api.errors import error_middleware
@@ -37,6 +37,7 @@ def build_api_app(ctx: ApiContext) -> web.Application:
     app.add_routes(webhooks.routes)
     app.add_routes(sync.routes)
     app.add_routes(replication_policies.routes)
+    app.add_routes(retentions.routes)
     ops.add_ops_routes(app, readiness_checks(ctx))
     return app
 

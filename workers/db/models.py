@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workers.db.types import BigIntId, UtcDateTime
@@ -319,3 +331,201 @@ class ReplicationExecution(Base):
     status_text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# --- IAM (revision 0007): principals, policies, SWR grants, the audit trail ---------------------
+
+
+class IamUser(Base):
+    """A user of the management API. ``id`` is 32 hex characters (SWR's ``UserAuth.user_id``)."""
+
+    __tablename__ = "iam_users"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IamGroup(Base):
+    """A set of users that policies can be attached to."""
+
+    __tablename__ = "iam_groups"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IamGroupMember(Base):
+    __tablename__ = "iam_group_members"
+    __table_args__ = (Index("ix_iam_group_members_user_id", "user_id"),)
+
+    group_id: Mapped[str] = mapped_column(String(64), ForeignKey("iam_groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), ForeignKey("iam_users.id", ondelete="CASCADE"), primary_key=True)
+
+
+class IamAccessKey(Base):
+    """An AK/SK pair of a user. The SK is kept Fernet-encrypted: verifying a signature needs it."""
+
+    __tablename__ = "iam_access_keys"
+    __table_args__ = (Index("ix_iam_access_keys_user_id", "user_id"),)
+
+    access_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), ForeignKey("iam_users.id", ondelete="CASCADE"))
+    secret: Mapped[str] = mapped_column(Text)  # SecretBox token
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IamPolicy(Base):
+    """A custom policy document (validated by ``workers.iam.policy.parse_policy`` when saved)."""
+
+    __tablename__ = "iam_policies"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(255))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IamAttachment(Base):
+    """A policy attached to a user or a group, by name: custom and system policies alike."""
+
+    __tablename__ = "iam_attachments"
+    __table_args__ = (
+        UniqueConstraint("principal_type", "principal_id", "policy_name"),
+        Index("ix_iam_attachments_policy_name", "policy_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    principal_type: Mapped[str] = mapped_column(String(8))  # user | group
+    principal_id: Mapped[str] = mapped_column(String(64))
+    policy_name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IamGrant(Base):
+    """SWR's own permission (``UserAuth.auth`` 1/3/7) of a user on a namespace or one repository."""
+
+    __tablename__ = "iam_grants"
+    __table_args__ = (
+        UniqueConstraint("user_id", "namespace", "repository"),
+        Index("ix_iam_grants_target", "namespace", "repository"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(64), ForeignKey("iam_users.id", ondelete="CASCADE"))
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))  # "" for a grant on the whole namespace
+    auth: Mapped[int] = mapped_column(Integer)
+    creator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditEvent(Base):
+    """One management call (``kind='api'``) or one action a worker took (``kind='system'``)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_occurred_at", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(8))
+    request_id: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(512))  # the matched template
+    path: Mapped[str] = mapped_column(String(2048))
+    principal: Mapped[str] = mapped_column(String(255))  # user name; "system" for workers
+    principal_id: Mapped[str] = mapped_column(String(64))
+    access_key: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(128))
+    resource: Mapped[str] = mapped_column(String(1024))
+    source_ip: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)  # HTTP status of API calls
+    decision: Mapped[str] = mapped_column(String(16))  # allow | admin | explicit-deny | implicit-deny | ...
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class RetentionPolicy(Base):
+    """A retention rule set: SWR basic (one repository) or enterprise (a namespace, scoped by selectors)."""
+
+    __tablename__ = "retention_policies"
+    __table_args__ = (Index("ix_retention_policies_scope", "namespace", "repository"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    edition: Mapped[str] = mapped_column(String(16))  # basic | enterprise
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str | None] = mapped_column(String(255))  # None: every repository of the namespace
+    name: Mapped[str] = mapped_column(String(255))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    cron: Mapped[str] = mapped_column(String(128))
+    creator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RetentionRun(Base):
+    """One execution of a retention policy: its plan (every digest explained) and what it did."""
+
+    __tablename__ = "retention_runs"
+    __table_args__ = (UniqueConstraint("key"), Index("ix_retention_runs_policy", "policy_id", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(300))  # retention:{policy}:{slot or request}
+    policy_id: Mapped[int] = mapped_column(BigInteger)
+    trigger: Mapped[str] = mapped_column(String(16))  # saved | schedule | manual
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | aborted
+    plan: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RetentionLog(Base):
+    """One deleted tag (SWR ``RetentionLog``)."""
+
+    __tablename__ = "retention_logs"
+    __table_args__ = (Index("ix_retention_logs_repository", "namespace", "repo", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    retention_id: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    namespace: Mapped[str] = mapped_column(String(255))
+    repo: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(160))
+    rule_type: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RetentionTrash(Base):
+    """A deleted manifest and its tags, kept for the grace period so ``restore`` can re-push it."""
+
+    __tablename__ = "retention_trash"
+    __table_args__ = (Index("ix_retention_trash_repository", "namespace", "repository", "digest"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    region: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))
+    digest: Mapped[str] = mapped_column(String(160))
+    media_type: Mapped[str] = mapped_column(String(255))
+    manifest: Mapped[str] = mapped_column(Text)  # base64 of the exact bytes
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    restored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -18,7 +18,8 @@ SCHEMA = "commands.v1"
 SWEEP_HISTORY = "sweep-history"
 RECONCILE_REPLICATION = "reconcile-replication"
 RUN_REPLICATION_POLICY = "run-replication-policy"
-KINDS = frozenset({SWEEP_HISTORY, RECONCILE_REPLICATION, RUN_REPLICATION_POLICY})
+RUN_RETENTION = "run-retention"
+KINDS = frozenset({SWEEP_HISTORY, RECONCILE_REPLICATION, RUN_REPLICATION_POLICY, RUN_RETENTION})
 
 Params = dict[str, int | str]
 

@@ -1,0 +1,1 @@
+"""Retention: which image digests a retention policy deletes (``rules`` parses, ``plan`` decides)."""
