@@ -168,6 +168,7 @@ WEBHOOK = INST_NS + "/webhook/policies/{policy_id}"
 IMMUTABLE = INST_NS + "/immutabletagrules/{immutable_rule_id}"
 REPLICATION_RUN = INST + "/replication/executions/{execution_id}"
 RETENTION_RUN = RETENTION + "/executions/{execution_id}"
+IAM = "/v3/iam"  # ours: administration of users, groups, keys, policies; audit trail
 
 # fmt: off
 ROUTE_ACTIONS: Mapping[tuple[str, str], RouteAction] = {
@@ -216,6 +217,12 @@ ROUTE_ACTIONS: Mapping[tuple[str, str], RouteAction] = {
     ("GET", REPO + "/retentions"): _r("swr:repo:listRetentions", _repo),
     ("GET", REPO + "/retentions/{retention_id}"): _r("swr:repo:getRetention", _repo),
     ("PATCH", REPO + "/retentions/{retention_id}"): _r("swr:repo:updateRetention", _repo),
+    # extensions: running a rule (or a stored plan) changes what it deletes like an update does;
+    # restoring re-pushes a manifest, so it needs the upload right as well
+    ("POST", REPO + "/retentions/{retention_id}/runs"): _r("swr:repo:updateRetention", _repo),
+    ("GET", REPO + "/retentions/{retention_id}/runs"): _r("swr:repo:getRetention", _repo),
+    ("GET", REPO + "/retentions/{retention_id}/runs/{run_id}"): _r("swr:repo:getRetention", _repo),
+    ("POST", REPO + "/retentions/restore"): _r("swr:repo:updateRetention", _repo),
     ("POST", M + "/utils/secret"): _r("swr::createLoginSecret", _account),
     ("GET", M + "/projects/{project_id}/quotas"): _r("swr::listQuotas", _account),
     # no seed action lists sync regions: the account-wide read that is closest is the overview
@@ -266,6 +273,31 @@ ROUTE_ACTIONS: Mapping[tuple[str, str], RouteAction] = {
     # ours: rotating the signing secret and replaying a delivery change the policy's behaviour
     ("POST", WEBHOOK + "/secret"): _r("swr:repository:updateWebhookPolicy", _ent_ns),
     ("POST", WEBHOOK + "/jobs/{job_id}/retry"): _r("swr:repository:updateWebhookPolicy", _ent_ns),
+    # ours: IAM administration, on Resource "*" (workers.iam.catalogue)
+    ("POST", IAM + "/users"): _r("iam:users:create", _account),
+    ("GET", IAM + "/users"): _r("iam:users:list", _account),
+    ("GET", IAM + "/users/{user}"): _r("iam:users:get", _account),
+    ("DELETE", IAM + "/users/{user}"): _r("iam:users:delete", _account),
+    ("POST", IAM + "/groups"): _r("iam:groups:create", _account),
+    ("GET", IAM + "/groups"): _r("iam:groups:list", _account),
+    ("GET", IAM + "/groups/{group}"): _r("iam:groups:get", _account),
+    ("DELETE", IAM + "/groups/{group}"): _r("iam:groups:delete", _account),
+    ("PUT", IAM + "/groups/{group}/users/{user}"): _r("iam:groups:addUser", _account),
+    ("DELETE", IAM + "/groups/{group}/users/{user}"): _r("iam:groups:removeUser", _account),
+    ("POST", IAM + "/users/{user}/access-keys"): _r("iam:accessKeys:create", _account),
+    ("GET", IAM + "/users/{user}/access-keys"): _r("iam:accessKeys:list", _account),
+    ("PATCH", IAM + "/access-keys/{access_key}"): _r("iam:accessKeys:update", _account),
+    ("DELETE", IAM + "/access-keys/{access_key}"): _r("iam:accessKeys:delete", _account),
+    ("POST", IAM + "/policies"): _r("iam:policies:create", _account),
+    ("GET", IAM + "/policies"): _r("iam:policies:list", _account),
+    ("GET", IAM + "/policies/{policy}"): _r("iam:policies:get", _account),
+    ("DELETE", IAM + "/policies/{policy}"): _r("iam:policies:delete", _account),
+    ("PUT", IAM + "/users/{user}/policies/{policy}"): _r("iam:policies:attach", _account),
+    ("DELETE", IAM + "/users/{user}/policies/{policy}"): _r("iam:policies:detach", _account),
+    ("PUT", IAM + "/groups/{group}/policies/{policy}"): _r("iam:policies:attach", _account),
+    ("DELETE", IAM + "/groups/{group}/policies/{policy}"): _r("iam:policies:detach", _account),
+    ("GET", IAM + "/grants"): _r("iam:grants:list", _account),
+    ("GET", IAM + "/audit"): _r("iam:audit:list", _account),
 }
 # fmt: on
 
