@@ -11,6 +11,10 @@
     registry-workers [--config PATH] replay ID [ID ...]      # requeue finished (e.g. dead-lettered) deliveries
     registry-workers [--config PATH] sync run NS/REPO:TAG --to REGION [--namespace NS] [--override] [--follow]
     registry-workers [--config PATH] sync reconcile [NS[/REPO]]
+    registry-workers [--config PATH] retention backfill [NS[/REPO]]            # record images pushed unseen
+    registry-workers [--config PATH] retention restore NS/REPO:TAG|NS/REPO@DIGEST
+    registry-workers [--config PATH] iam user|key|policy|grant ... [--json]   # see workers/iam/admin.py
+    registry-workers [--config PATH] audit list [--principal P] [--action A] [--since T] [--json]
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ from collections.abc import Sequence
 from workers import __version__
 from workers.bootstrap import ensure_credentials
 from workers.config import ConfigError, Settings, load_settings
+from workers.iam.admin import add_parsers as add_iam_parsers
+from workers.iam.admin import run_admin_command
 from workers.logs import configure_logging
 from workers.replication.admin import run_reconcile, run_sync
+from workers.retention.admin import add_parsers as add_retention_parsers
+from workers.retention.admin import run_admin_command as run_retention_command
 from workers.roles import RoleOptions, run_role
 from workers.topology import WORKER_KINDS
 from workers.triggers.admin import list_deliveries, replay_deliveries
@@ -33,7 +41,10 @@ from workers.triggers.admin import list_deliveries, replay_deliveries
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="YAML configuration file (default: $RW_CONFIG)")
+    # SUPPRESS: a subcommand that is not given --config must not reset one given before it.
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS, help="YAML configuration file (default: $RW_CONFIG)"
+    )
     parser = argparse.ArgumentParser(prog="registry-workers", description=__doc__.splitlines()[0], parents=[common])
     parser.add_argument("--version", action="version", version=f"registry-workers {__version__}")
     sub = parser.add_subparsers(dest="role", required=True, metavar="ROLE")
@@ -60,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--follow", action="store_true", help="show progress until the job ends")
     reconcile = sync_sub.add_parser("reconcile", parents=[common], help="repair drift between source and destination")
     reconcile.add_argument("scope", nargs="?", metavar="NAMESPACE[/REPO]")
+    add_iam_parsers(sub, common)
+    add_retention_parsers(sub, common)
     return parser
 
 
@@ -87,10 +100,14 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
         configure_logging(settings.log_level)
         if args.role in ("deliveries", "replay", "sync"):
             return run_command(args, settings)
+        if args.role in ("iam", "audit"):
+            return run_admin_command(args, settings)
+        if args.role == "retention":
+            return run_retention_command(args, settings)
         if args.role in ("up", "api"):
             settings = ensure_credentials(settings)
         kinds = [k.strip() for k in getattr(args, "kinds", "").split(",") if k.strip()]

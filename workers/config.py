@@ -250,6 +250,7 @@ class Settings(_Frozen):
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     history_retention_days: int = Field(default=7, ge=1)
+    audit_retention_days: int = Field(default=7, ge=1)  # audit trail rows, swept with the history
     sweep_cron: str = "17 3 * * *"
 
     @field_validator("sweep_cron")
@@ -336,6 +337,7 @@ ENV_KEYS: dict[str, str] = {
     "RW_INGRESS_MAX_BODY": "ingress_max_body",
     "RW_LOG_LEVEL": "log_level",
     "RW_HISTORY_RETENTION_DAYS": "history_retention_days",
+    "RW_AUDIT_RETENTION_DAYS": "audit_retention_days",
     "RW_SWEEP_CRON": "sweep_cron",
     "RW_KAFKA_BOOTSTRAP": "kafka.bootstrap",
     "RW_KAFKA_IDEMPOTENCE": "kafka.idempotence",

@@ -205,7 +205,9 @@ def schedules(settings: Settings) -> list[Schedule]:
     """Every cron schedule the scheduler role fires."""
 
     def sweep(slot: str, at: datetime) -> Command:
-        return Command(id=slot, kind=SWEEP_HISTORY, issued_at=at, params={"days": settings.history_retention_days})
+        days: dict[str, int | str] = {"days": settings.history_retention_days}
+        days["audit_days"] = settings.audit_retention_days  # the audit trail is swept with the history
+        return Command(id=slot, kind=SWEEP_HISTORY, issued_at=at, params=days)
 
     def reconcile(slot: str, at: datetime) -> Command:
         return Command(id=slot, kind=RECONCILE_REPLICATION, issued_at=at, params={})

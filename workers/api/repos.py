@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from workers.api.authz import visible_repositories
 from workers.api.context import ApiContext, api_context
 from workers.api.errors import not_found
 from workers.api.paging import content_range, list_params, page_of
@@ -34,7 +35,12 @@ async def list_repos(request: web.Request) -> web.Response:
     page = page_of(params, "name", frozenset(queries.REPO_ORDER))
     async with ctx.sessions() as session:
         total, repos = await queries.list_repositories(
-            session, ctx.settings.region, page, params.get("namespace"), params.get("name")
+            session,
+            ctx.settings.region,
+            page,
+            params.get("namespace"),
+            params.get("name"),
+            visible_repositories(request),  # a grant-only caller sees what the grants cover
         )
     category = params.get("category")
     if category and category not in {"other", "linux", "windows"}:

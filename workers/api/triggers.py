@@ -20,6 +20,7 @@ from workers.api import bodies
 from workers.api.authn import principal_of
 from workers.api.context import api_context
 from workers.api.errors import ApiError, bad_request, not_found
+from workers.db import versions
 from workers.db.models import Delivery, DeploymentTrigger
 from workers.events import grammar
 from workers.triggers import store
@@ -53,6 +54,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     try:
         async with ctx.sessions.begin() as session:
             session.add(trigger)
+            await versions.bump(session, versions.TRIGGER_RULES)
     except IntegrityError:
         raise ApiError(
             409, "SWR.0409", f"trigger {trigger.name!r} already exists in {namespace}/{repository}"
@@ -94,6 +96,7 @@ async def update_trigger(request: web.Request) -> web.Response:
     async with ctx.sessions.begin() as session:
         trigger = await _find(session, request)
         trigger.enabled = enabled
+        await versions.bump(session, versions.TRIGGER_RULES)
         if not enabled:
             await store.cancel_pending(session, ctx.clock(), trigger_id=trigger.id, reason="trigger disabled")
     return web.json_response({})
@@ -106,6 +109,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
         trigger = await _find(session, request)
         await store.cancel_pending(session, ctx.clock(), trigger_id=trigger.id, reason="trigger deleted")
         await session.delete(trigger)
+        await versions.bump(session, versions.TRIGGER_RULES)
     return web.json_response({})
 
 

@@ -25,6 +25,7 @@ from workers.api.context import ApiContext
 from workers.api.errors import ApiError, bad_request, not_found
 from workers.api.instance import INSTANCE, instance_context, iso_time, query_int
 from workers.api.webhook_bodies import policy_fields
+from workers.db import versions
 from workers.db.models import Delivery, Namespace, WebhookPolicy
 from workers.secrets import mask
 from workers.triggers import store
@@ -68,6 +69,7 @@ async def create_policy(request: web.Request) -> web.Response:
         async with ctx.sessions.begin() as session:
             await _namespace_id(session, namespace, ctx)
             session.add(policy)
+            await versions.bump(session, versions.TRIGGER_RULES)
     except IntegrityError:
         raise ApiError(409, "SWR.0409", f"webhook policy {fields.name!r} already exists in {namespace}") from None
     return web.json_response({"id": policy.id, "signing_secret": secret}, status=201)
@@ -124,6 +126,7 @@ async def update_policy(request: web.Request) -> web.Response:
             policy = await _find(session, request)
             fields = await policy_fields(body, ctx, existing=policy)
             fields.apply(policy)
+            await versions.bump(session, versions.TRIGGER_RULES)
             policy.updated_at = ctx.clock()
             if not policy.enabled:
                 await store.cancel_pending(session, ctx.clock(), policy_id=policy.id, reason="policy disabled")
@@ -139,6 +142,7 @@ async def delete_policy(request: web.Request) -> web.Response:
         policy = await _find(session, request)
         await store.cancel_pending(session, ctx.clock(), policy_id=policy.id, reason="policy deleted")
         await session.delete(policy)
+        await versions.bump(session, versions.TRIGGER_RULES)
     return web.json_response({})
 
 

@@ -486,7 +486,7 @@ class RetentionRun(Base):
     policy_id: Mapped[int] = mapped_column(BigInteger)
     trigger: Mapped[str] = mapped_column(String(16))  # saved | schedule | manual
     dry_run: Mapped[bool] = mapped_column(Boolean)
-    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | aborted
+    status: Mapped[str] = mapped_column(String(16))  # pending | running | succeeded | failed | aborted
     plan: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON)
     detail: Mapped[str] = mapped_column(Text)
@@ -529,3 +529,34 @@ class RetentionTrash(Base):
     deleted_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     restored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ImmutableRule(Base):
+    """An SWR enterprise immutable tag rule of a namespace: retention never deletes what it matches.
+
+    ``tag_selectors`` and ``scope_selectors`` are the validated wire form (``RuleSelector``s).
+    """
+
+    __tablename__ = "immutable_rules"
+    __table_args__ = (Index("ix_immutable_rules_namespace", "namespace"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    priority: Mapped[int] = mapped_column(Integer)
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    action: Mapped[str] = mapped_column(String(32))
+    template: Mapped[str] = mapped_column(String(64))
+    tag_selectors: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    scope_selectors: Mapped[dict[str, Any]] = mapped_column(JSON)
+    creator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RuleVersion(Base):
+    """A counter bumped with every change to a kind of rule, so workers reload only when it moved."""
+
+    __tablename__ = "rule_versions"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # e.g. "triggers"
+    version: Mapped[int] = mapped_column(BigInteger)

@@ -1,4 +1,4 @@
-"""IAM: who may call which SWR API on which resource. A pure decision core, no I/O.
+"""IAM: who may call which SWR API on which resource. A pure decision core, and a thin shell.
 
 ::
 
@@ -12,4 +12,9 @@
 ``catalogue`` lists the actions, ``grammar`` is the lexical grammar shared with
 ``schemas/iam-policy.v1.schema.json``. Rule: an explicit Deny wins; else a policy Allow or a
 covering grant allows; else deny.
+
+The shell (database I/O): ``principals`` (users, groups, access keys), ``policy_store``
+(custom policies, attachments), ``grant_store`` (SWR grants), ``access`` (a user's policies and
+grants, cached briefly, for the API's ``workers.api.authz`` middleware), ``audit`` (the audit
+trail) and ``admin`` (the ``registry-workers iam``/``audit`` commands).
 """

@@ -223,6 +223,8 @@ ROUTE_ACTIONS: Mapping[tuple[str, str], RouteAction] = {
     ("GET", REPO + "/retentions/{retention_id}/runs"): _r("swr:repo:getRetention", _repo),
     ("GET", REPO + "/retentions/{retention_id}/runs/{run_id}"): _r("swr:repo:getRetention", _repo),
     ("POST", REPO + "/retentions/restore"): _r("swr:repo:updateRetention", _repo),
+    # ours: backfill writes what the registry holds into the inventory retention plans from
+    ("POST", REPO + "/retentions/backfill"): _r("swr:repo:updateRetention", _repo),
     ("POST", M + "/utils/secret"): _r("swr::createLoginSecret", _account),
     ("GET", M + "/projects/{project_id}/quotas"): _r("swr::listQuotas", _account),
     # no seed action lists sync regions: the account-wide read that is closest is the overview

@@ -5,6 +5,7 @@ Basic edition (``swr:namespace:*``, ``swr:repo:*``, ``swr::*``): Huawei's table 
 a whole instance ``swr:instance:<op>`` (resource ``instance``) and one inside a namespace
 ``swr:repository:<op>`` (resource ``repository``). The names marked ``# Huawei`` are the ones
 Huawei's enterprise API reference gives for that API; the others are ours, in the same style.
+Administration of IAM itself (``iam:users:create``, ...) is ours too, on Resource ``*``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,35 @@ _ENTERPRISE = [
 ]
 
 
-ACTIONS: Mapping[str, ActionInfo] = {info.name: info for info in [*_BASIC, *_ENTERPRISE]}
+# Ours: administering IAM itself (``/v3/iam``). They act on no SWR resource (Resource ``*``), no
+# grant ever covers them, and only a policy naming them (never an ``swr:*`` one) allows them.
+_IAM = [
+    _a("iam:users:create", W, None),
+    _a("iam:users:delete", W, None),
+    _a("iam:users:list", L, None),
+    _a("iam:users:get", R, None),
+    _a("iam:groups:create", W, None),
+    _a("iam:groups:delete", W, None),
+    _a("iam:groups:list", L, None),
+    _a("iam:groups:get", R, None),
+    _a("iam:groups:addUser", P, None),
+    _a("iam:groups:removeUser", P, None),
+    _a("iam:accessKeys:create", W, None),
+    _a("iam:accessKeys:update", W, None),
+    _a("iam:accessKeys:delete", W, None),
+    _a("iam:accessKeys:list", L, None),
+    _a("iam:policies:create", W, None),
+    _a("iam:policies:delete", W, None),
+    _a("iam:policies:list", L, None),
+    _a("iam:policies:get", R, None),
+    _a("iam:policies:attach", P, None),
+    _a("iam:policies:detach", P, None),
+    _a("iam:grants:list", L, None),
+    _a("iam:audit:list", L, None),
+]
+
+
+ACTIONS: Mapping[str, ActionInfo] = {info.name: info for info in [*_BASIC, *_ENTERPRISE, *_IAM]}
 _BY_LOWER = {name.lower(): info for name, info in ACTIONS.items()}
 
 # Seed 001, table 2: an API that needs more than its own action. Which resource each dependent

@@ -87,3 +87,8 @@ OPERATIONS: Mapping[str, tuple[str, ...]] = {
 def system_policy(name: str) -> Policy:
     """The system policy or role called ``name`` (e.g. ``"SWR ReadOnlyAccess"``); raises KeyError."""
     return SYSTEM_POLICIES[name]
+
+
+def system_policy_document(name: str) -> object:
+    """The document the system policy ``name`` is parsed from (to show it); raises KeyError."""
+    return _DOCUMENTS[name]

@@ -5,10 +5,11 @@ One query per page, set-based (no per-repository round trips).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, asc, case, desc, func, select
+from sqlalchemy import ColumnElement, Select, and_, asc, case, desc, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db.models import Artifact
@@ -57,9 +58,18 @@ def _live(kind: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
 
 
 async def list_repositories(
-    session: AsyncSession, region: str, page: Page, namespace: str | None, name_contains: str | None
+    session: AsyncSession,
+    region: str,
+    page: Page,
+    namespace: str | None,
+    name_contains: str | None,
+    visible: Sequence[tuple[str, str | None]] | None = None,
 ) -> tuple[int, list[RepositorySummary]]:
-    """Repositories with at least one live tag, and the total count before paging."""
+    """Repositories with at least one live tag, and the total count before paging.
+
+    ``visible``: only these (namespace, repository) pairs, a repository of None meaning the
+    whole namespace (what a caller's SWR grants cover); None means no such restriction.
+    """
     is_tag = case((A.kind == "tag", 1), else_=0)
     grouped = (
         select(
@@ -79,6 +89,8 @@ async def list_repositories(
         grouped = grouped.where(A.namespace == namespace)
     if name_contains:
         grouped = grouped.where(A.repository.contains(name_contains, autoescape=True))
+    if visible is not None:
+        grouped = grouped.where(_visible(visible))
     sub = grouped.subquery()
     total = (await session.execute(select(func.count()).select_from(sub))).scalar_one()
     order_col = sub.c[REPO_ORDER.get(page.order_column, "name")]
@@ -160,3 +172,11 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _visible(pairs: Sequence[tuple[str, str | None]]) -> ColumnElement[bool]:
+    if not pairs:
+        return false()
+    return or_(
+        *(A.namespace == ns if repo is None else and_(A.namespace == ns, A.repository == repo) for ns, repo in pairs)
+    )

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workers.db.models import ImageEventRecord, ScheduleSlot
 from workers.errors import InvalidMessage
+from workers.iam.audit import sweep_audit
 from workers.runtime.flow import Record
 
 SCHEMA = "commands.v1"
@@ -90,13 +91,22 @@ class CommandRunner:
             async with self._sessions.begin() as session:
                 if command.kind == SWEEP_HISTORY:
                     days = int(command.params["days"])
-                    await sweep_history(session, command.issued_at - timedelta(days=days))
+                    audit_days = int(command.params.get("audit_days", days))
+                    await sweep_history(
+                        session,
+                        command.issued_at - timedelta(days=days),
+                        audit_older_than=command.issued_at - timedelta(days=audit_days),
+                    )
                 await session.execute(
                     update(ScheduleSlot).where(ScheduleSlot.id == command.id).values(completed_at=self._clock())
                 )
 
 
-async def sweep_history(session: AsyncSession, older_than: datetime) -> int:
-    """Delete image event history recorded before ``older_than``; returns the row count."""
+async def sweep_history(
+    session: AsyncSession, older_than: datetime, *, audit_older_than: datetime | None = None
+) -> int:
+    """Delete image event history recorded before ``older_than`` and audit rows before
+    ``audit_older_than`` (default: ``older_than``); returns the number of rows deleted."""
     result = await session.execute(delete(ImageEventRecord).where(ImageEventRecord.recorded_at < older_than))
-    return int(getattr(result, "rowcount", 0) or 0)
+    swept_audit = await sweep_audit(session, audit_older_than or older_than)
+    return int(getattr(result, "rowcount", 0) or 0) + swept_audit

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.db.models import ReplicationJob
+from workers.iam.audit import IMAGE_SYNCED, record_system_action
 from workers.replication import store
 from workers.replication.clients import RegionClients
 from workers.replication.copy import CopyProgress, CopyResult, copy_image
@@ -162,7 +164,16 @@ class JobRunner:
         )
 
     async def _finish(self, job: ReplicationJob, status: str, values: dict[str, Any]) -> None:
-        await store.finish_job(self._sessions, job.id, status, values, self._clock())
+        audit = None
+        if status in store.FINAL_STATES:  # the audit trail's "image synced", written with the outcome
+            target = f"{job.remote_region}/{job.remote_namespace}/{job.repository}:{job.tag}"
+            audit = functools.partial(
+                record_system_action,
+                action=IMAGE_SYNCED,
+                resource=f"{job.namespace}/{job.repository}:{job.tag}",
+                detail=f"job {job.id} {job.operation} → {target}: {status}: {values.get('detail', '')}"[:4000],
+            )
+        await store.finish_job(self._sessions, job.id, status, values, self._clock(), also=audit)
         if status in store.FINAL_STATES:
             log.info(
                 "replication job %s %s/%s:%s → %s: %s",

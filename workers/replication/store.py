@@ -7,7 +7,7 @@ worker that dies leaves an expired lease that any worker takes over, and final s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -142,10 +142,21 @@ async def record_progress(
 
 
 async def finish_job(
-    sessions: async_sessionmaker[AsyncSession], job_id: int, status: str, values: dict[str, Any], now: datetime
+    sessions: async_sessionmaker[AsyncSession],
+    job_id: int,
+    status: str,
+    values: dict[str, Any],
+    now: datetime,
+    *,
+    also: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> None:
-    """Write the outcome (a final state, or ``waiting`` with ``next_attempt_at`` to retry)."""
+    """Write the outcome (a final state, or ``waiting`` with ``next_attempt_at`` to retry).
+
+    ``also`` runs in the same transaction (the runner's audit record of a final state).
+    """
     async with sessions.begin() as session:
+        if also is not None:
+            await also(session)
         await session.execute(
             update(ReplicationJob)
             .where(ReplicationJob.id == job_id, ReplicationJob.status == RUNNING)

@@ -2,12 +2,16 @@
 
 Called by the maintenance worker for a ``run-retention`` command (after a policy is saved, on
 its schedule, or on request). One query reads the snapshot of the policy's scope from the
-inventory; protections come from deployment history (digests our triggers deployed, plus the
-previous ones per workload: the rollback window) and the blast-radius caps from the settings.
-Before a digest is deleted its exact manifest bytes and tags go to ``retention_trash`` for
-the grace period, so ``restore`` can put them back while the registry still has the blobs.
-Deletions run with bounded concurrency and a per-registry rate limit. A run's id is
-deterministic per (policy, slot or request): a redelivered command does nothing twice.
+inventory; protections come from the namespace's immutable tag rules and deployment history
+(digests our triggers deployed, plus the previous ones per workload: the rollback window), the
+blast-radius caps from the settings. Before a digest is deleted its exact manifest bytes and
+tags go to ``retention_trash`` for the grace period, so ``restore`` can put them back while the
+registry still has the blobs. Deletions run in batches of ``DELETE_BATCH`` (the batch's trash
+rows in one transaction, committed before its first DELETE; its log rows in one after), with
+bounded concurrency and a rate limit on DELETEs. A run's id is
+deterministic per (policy, slot or request): a redelivered command does nothing twice. The
+enterprise API creates the run ``pending`` before it publishes the command (the SDK answers the
+execution's id); the worker claims that row instead of inserting its own.
 """
 
 from __future__ import annotations
@@ -20,19 +24,34 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from workers.config import Settings
-from workers.db.models import Artifact, Delivery, RetentionLog, RetentionPolicy, RetentionRun, RetentionTrash
+from workers.db.models import (
+    Artifact,
+    Delivery,
+    ImmutableRule,
+    RetentionLog,
+    RetentionPolicy,
+    RetentionRun,
+    RetentionTrash,
+)
 from workers.replication.clients import RegionClients
 from workers.replication.errors import NotFound, RegistryError
+from workers.replication.manifests import Manifest
+from workers.retention.immutable import immutable_protections
 from workers.retention.plan import DigestDecision, Limits, Plan, Protections, TagRow, plan_retention
 from workers.retention.rules import RuleError, RuleSet, parse_basic_rules, parse_enterprise_rules
+from workers.triggers.selectors import ScopeRule
 
 log = logging.getLogger(__name__)
+
+PENDING = "pending"  # created by the API so it can answer the execution's id; the worker claims it
+RUNNING = "running"
+DELETE_BATCH = 32  # digests per trash transaction and per log transaction
 
 
 def policy_rules(policy: RetentionPolicy) -> RuleSet:
@@ -74,6 +93,15 @@ async def deployed_digests(session: AsyncSession, namespace: str, window: int) -
     return frozenset(d for d in found.all() if d)
 
 
+async def immutable_rules(session: AsyncSession, namespace: str) -> tuple[ScopeRule, ...]:
+    """The enabled immutable tag rules of ``namespace`` (validated when they were saved)."""
+    stored = await session.scalars(select(ImmutableRule).where(ImmutableRule.namespace == namespace))
+    return immutable_protections(
+        {"tag_selectors": r.tag_selectors, "scope_selectors": r.scope_selectors, "disabled": r.disabled}
+        for r in stored.all()
+    )
+
+
 class RetentionRunner:
     """Plans and applies retention runs; one per maintenance worker process."""
 
@@ -102,22 +130,10 @@ class RetentionRunner:
         async with self._sessions.begin() as session:
             policy = await session.get(RetentionPolicy, policy_id)
             if policy is None or (trigger != "manual" and not policy.enabled):
+                await _close_pending(session, key, now, f"retention policy {policy_id} is gone or disabled")
                 return None
-            run = RetentionRun(
-                key=key,
-                policy_id=policy_id,
-                trigger=trigger,
-                dry_run=dry_run,
-                status="running",
-                plan=[],
-                counts={},
-                detail="",
-                created_at=now,
-            )
-            try:
-                async with session.begin_nested():
-                    session.add(run)
-            except IntegrityError:
+            run = await _open_run(session, key, policy_id, trigger, dry_run, now)
+            if run is None:
                 return None  # this slot or request already ran
             plan = await self._plan(session, policy, now)
             drift = ""
@@ -143,60 +159,85 @@ class RetentionRunner:
             raise ValueError(f"policy {policy.id}: {exc}") from None
         snapshot = await load_snapshot(session, self._settings.region, policy.namespace, policy.repository)
         in_use = await deployed_digests(session, policy.namespace, self._settings.retention.rollback_window)
+        protections = Protections(immutable=await immutable_rules(session, policy.namespace), in_use=in_use)
         limits = Limits(self._settings.retention.max_deletions, self._settings.retention.max_percent)
-        return plan_retention(snapshot, rules, Protections(in_use=in_use), now, limits)
+        return plan_retention(snapshot, rules, protections, now, limits)
 
     async def _apply(self, run: RetentionRun, policy: RetentionPolicy, plan: Plan) -> tuple[str, str]:
+        """Delete ``plan.deletions`` in batches: fetch the manifests, keep them in the trash (one
+        transaction), delete them (paced), log what was deleted (one transaction). A batch's
+        trash rows are committed before any of its deletions starts."""
         slots = asyncio.Semaphore(self._settings.retention.concurrency)
-        outcomes = await asyncio.gather(*(self._delete(slots, run, policy, d) for d in plan.deletions))
-        failed = [error for error in outcomes if error]
-        deleted = len(outcomes) - len(failed)
+        deletions = plan.deletions
+        failed: list[str] = []
+        deleted = 0
+        for start in range(0, len(deletions), DELETE_BATCH):
+            batch = deletions[start : start + DELETE_BATCH]
+            fetched = await asyncio.gather(*(self._fetch(slots, policy, d) for d in batch))
+            failed += [outcome for _, outcome in fetched if isinstance(outcome, str)]
+            found = [(decision, outcome) for decision, outcome in fetched if isinstance(outcome, Manifest)]
+            await self._keep_in_trash(run, policy, found)
+            outcomes = await asyncio.gather(*(self._delete(slots, policy, d) for d, _ in found))
+            failed += [outcome for outcome in outcomes if isinstance(outcome, str)]
+            done = [decision for (decision, _), outcome in zip(found, outcomes, strict=True) if outcome is True]
+            await self._log(run, policy, done)
+            deleted += len(done)
         if failed:
             return "failed", f"deleted {deleted} digest(s); {len(failed)} failed: {failed[0]}"
         return "succeeded", f"deleted {deleted} digest(s)"
 
-    async def _delete(
-        self, slots: asyncio.Semaphore, run: RetentionRun, policy: RetentionPolicy, decision: DigestDecision
-    ) -> str | None:
-        """Soft-delete then delete one digest; returns an error text or None."""
-        client = self._clients.client(self._settings.region)
+    async def _fetch(
+        self, slots: asyncio.Semaphore, policy: RetentionPolicy, decision: DigestDecision
+    ) -> tuple[DigestDecision, Manifest | str | None]:
+        """The manifest to keep in the trash; None when it is already gone, or an error text."""
+        name = f"{policy.namespace}/{decision.repository}"
+        async with slots:
+            try:
+                return decision, await self._clients.client(self._settings.region).get_manifest(name, decision.digest)
+            except NotFound:
+                return decision, None
+            except (RegistryError, OSError) as exc:
+                return decision, f"{name}@{decision.digest}: {exc}"
+
+    async def _delete(self, slots: asyncio.Semaphore, policy: RetentionPolicy, decision: DigestDecision) -> bool | str:
+        """True when deleted, False when already gone, else an error text."""
         name = f"{policy.namespace}/{decision.repository}"
         async with slots:
             await self._pace.wait()
             try:
-                manifest = await client.get_manifest(name, decision.digest)
-                await self._keep_in_trash(run, policy, decision, manifest.media_type, manifest.raw)
-                await client.delete_manifest(name, decision.digest)
-            except NotFound:
-                return None  # already gone
+                return await self._clients.client(self._settings.region).delete_manifest(name, decision.digest)
             except (RegistryError, OSError) as exc:
                 return f"{name}@{decision.digest}: {exc}"
-        await self._log(run, policy, decision)
-        return None
 
     async def _keep_in_trash(
-        self, run: RetentionRun, policy: RetentionPolicy, decision: DigestDecision, media_type: str, raw: bytes
+        self, run: RetentionRun, policy: RetentionPolicy, found: list[tuple[DigestDecision, Manifest]]
     ) -> None:
+        if not found:
+            return
         now = self._clock()
+        expires_at = now + timedelta(days=self._settings.retention.grace_days)
         async with self._sessions.begin() as session:
-            session.add(
+            session.add_all(
                 RetentionTrash(
                     run_id=run.id,
                     region=self._settings.region,
                     namespace=policy.namespace,
                     repository=decision.repository,
                     digest=decision.digest,
-                    media_type=media_type,
-                    manifest=base64.b64encode(raw).decode(),
+                    media_type=manifest.media_type,
+                    manifest=base64.b64encode(manifest.raw).decode(),
                     tags=list(decision.tags),
                     deleted_at=now,
-                    expires_at=now + timedelta(days=self._settings.retention.grace_days),
+                    expires_at=expires_at,
                     restored_at=None,
                 )
+                for decision, manifest in found
             )
 
-    async def _log(self, run: RetentionRun, policy: RetentionPolicy, decision: DigestDecision) -> None:
-        rule_type = _rule_type(policy)
+    async def _log(self, run: RetentionRun, policy: RetentionPolicy, done: list[DigestDecision]) -> None:
+        if not done:
+            return
+        rule_type, now = _rule_type(policy), self._clock()
         async with self._sessions.begin() as session:
             session.add_all(
                 RetentionLog(
@@ -207,10 +248,53 @@ class RetentionRunner:
                     tag=tag,
                     digest=decision.digest,
                     rule_type=rule_type,
-                    created_at=self._clock(),
+                    created_at=now,
                 )
+                for decision in done
                 for tag in decision.tags or ("",)
             )
+
+
+async def _open_run(
+    session: AsyncSession, key: str, policy_id: int, trigger: str, dry_run: bool, now: datetime
+) -> RetentionRun | None:
+    """A new ``running`` row for ``key``, or the ``pending`` one the API created when it was
+    asked for the execution's id; None when a run with this key already started.
+
+    Insert first and claim on conflict: the API may insert its pending row at any moment.
+    """
+    run = RetentionRun(
+        key=key,
+        policy_id=policy_id,
+        trigger=trigger,
+        dry_run=dry_run,
+        status=RUNNING,
+        plan=[],
+        counts={},
+        detail="",
+        created_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(run)
+        return run
+    except IntegrityError:
+        pass
+    query = select(RetentionRun).where(RetentionRun.key == key, RetentionRun.status == PENDING)
+    pending = await session.scalar(query.with_for_update())
+    if pending is None:
+        return None
+    pending.status = RUNNING
+    return pending
+
+
+async def _close_pending(session: AsyncSession, key: str, now: datetime, detail: str) -> None:
+    """A run the API announced for a policy that can no longer run ends ``failed``, not pending forever."""
+    await session.execute(
+        update(RetentionRun)
+        .where(RetentionRun.key == key, RetentionRun.status == PENDING)
+        .values(status="failed", detail=detail, finished_at=now)
+    )
 
 
 async def _restrict_to_stored(session: AsyncSession, plan: Plan, run_id: int) -> tuple[Plan, str]:

@@ -17,7 +17,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workers.config import Settings
+from workers.db import versions
 from workers.db.models import Delivery, DeploymentTrigger, WebhookPolicy
+from workers.iam.audit import TRIGGER_FIRED, record_system_action
 from workers.secrets import SecretBox, SecretError
 from workers.triggers import store
 from workers.triggers.http import WebhookClient
@@ -105,6 +107,7 @@ class AttemptRunner:
             targets = [dict(t) for t in policy.targets]
             targets[index]["disabled_at"] = now.isoformat()
             policy.targets = targets
+            await versions.bump(session, versions.TRIGGER_RULES)
             policy.updated_at = now
             await store.cancel_pending(
                 session, now, policy_id=policy_id, target_index=index, reason="target disabled after answering 410 Gone"
@@ -183,6 +186,17 @@ class AttemptRunner:
             latency_ms,
             next_attempt_at=when,
         )
+
+
+async def record_fired(session: AsyncSession, delivery: Delivery, record: AttemptRecord) -> None:
+    """Audit a delivery whose attempt ended it (final state): one INSERT in the caller's transaction."""
+    if record.status not in store.FINAL_STATES:
+        return
+    deployment = delivery.kind == "deployment"
+    fired = f"trigger {delivery.trigger_id}" if deployment else f"webhook policy {delivery.policy_id}"
+    artifact = f"{delivery.namespace}/{delivery.repository}:{delivery.tag or delivery.digest or ''}"
+    detail = f"{fired} ({delivery.event_type}) → {delivery.target}: {record.status}: {record.detail}"
+    await record_system_action(session, TRIGGER_FIRED, artifact, detail[:4000])
 
 
 def _target(policy: WebhookPolicy | None, index: int | None) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from workers.config import TriggerSettings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.db.models import Delivery
 from workers.triggers import store
-from workers.triggers.attempts import AttemptRunner
+from workers.triggers.attempts import AttemptRunner, record_fired
 from workers.triggers.retry import CircuitBreaker
 from workers.triggers.store import AttemptRecord
 
@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 1.0
 CLAIM_BATCH = 200
 MAX_IN_FLIGHT = 512
+OUTCOME_BATCH_WAIT_S = 0.002
+
+
+@dataclass
+class _Outcome:
+    delivery_id: int
+    record: AttemptRecord
+    delivery: Delivery | None
+    done: asyncio.Future[None]
 
 
 @dataclass
@@ -60,13 +69,24 @@ class Deliverer:
         self._woken: asyncio.Queue[list[int]] = asyncio.Queue()
         self._lanes: dict[str, TargetLane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._capacity = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._outcomes: list[_Outcome] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._lease = timedelta(seconds=max(120.0, settings.rollout_timeout_s + settings.total_timeout_s + 60.0))
 
+    @property
+    def lease(self) -> timedelta:
+        """How long a claimed delivery stays this process's before another may take it over."""
+        return self._lease
+
     def wake(self, delivery_ids: list[int]) -> None:
-        """Attempt these new deliveries now (called by the matcher after its commit)."""
+        """Claim and attempt these deliveries now (if due)."""
         if delivery_ids:
             self._woken.put_nowait(delivery_ids)
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        """Attempt deliveries already leased to this process (the matcher inserts them so)."""
+        for delivery in deliveries:
+            self._start(delivery)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: claim and start due work; then let attempts in flight finish (bounded)."""
@@ -91,13 +111,18 @@ class Deliverer:
         return None
 
     async def _claim_and_start(self, ids: list[int] | None) -> None:
+        room = min(CLAIM_BATCH, MAX_IN_FLIGHT - len(self._tasks))
+        if room <= 0:
+            return  # busy: what is due waits for the next pass (leases keep it safe)
         async with self._sessions() as session:
-            claimed = await store.claim_due(session, self._clock(), self._lease, CLAIM_BATCH, ids)
+            claimed = await store.claim_due(session, self._clock(), self._lease, room, ids)
         for delivery in claimed:
-            await self._capacity.acquire()
-            task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(delivery)
+
+    def _start(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _attempt(self, delivery: Delivery) -> None:
         lane = self._lane(self._attempts.target_key(delivery))
@@ -108,13 +133,11 @@ class Deliverer:
                 async with lane.slots:
                     record = await self._attempts.attempt(delivery, self._clock())
                 self._observe(lane, record)
-            await self._finish(delivery.id, record)
+            await self._finish(delivery.id, record, delivery)
         except Exception:
             # The lease expires and another pass retries; never lose the delivery.
             lane.breaker.record_failure(time.monotonic())  # also ends a half-open probe
             log.exception("delivery %s: attempt failed unexpectedly", delivery.id)
-        finally:
-            self._capacity.release()
 
     def _observe(self, lane: TargetLane, record: AttemptRecord) -> None:
         """Every attempt reports to the breaker, so a half-open probe always ends."""
@@ -134,13 +157,36 @@ class Deliverer:
             counts_as_attempt=False,
         )
 
-    async def _finish(self, delivery_id: int, record: AttemptRecord) -> None:
-        async with self._sessions.begin() as session:
-            await store.finish_attempt(session, delivery_id, record, self._clock())
+    async def _finish(self, delivery_id: int, record: AttemptRecord, delivery: Delivery | None = None) -> None:
+        """Write the outcome (batched with others finishing at the same moment); then maybe re-wake."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append(_Outcome(delivery_id, record, delivery, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_outcomes(), name="delivery-outcomes")
+        await done
         if record.status == store.PENDING and record.next_attempt_at is not None:
             delay = (record.next_attempt_at - self._clock()).total_seconds()
             if delay < POLL_INTERVAL_S:  # an immediate retry should not wait for the next poll
                 asyncio.get_running_loop().call_later(max(delay, 0.0), self.wake, [delivery_id])
+
+    async def _flush_outcomes(self) -> None:
+        """One transaction for every outcome queued meanwhile: a commit per batch, not per delivery."""
+        while self._outcomes:
+            await asyncio.sleep(OUTCOME_BATCH_WAIT_S)  # let attempts finishing together join
+            batch, self._outcomes = self._outcomes, []
+            try:
+                async with self._sessions.begin() as session:
+                    now = self._clock()
+                    for outcome in batch:
+                        await store.finish_attempt(session, outcome.delivery_id, outcome.record, now)
+                        if outcome.delivery is not None:
+                            await record_fired(session, outcome.delivery, outcome.record)  # audit, same commit
+            except Exception as exc:  # the leases expire and the attempts run again
+                for outcome in batch:
+                    outcome.done.set_exception(exc)
+            else:
+                for outcome in batch:
+                    outcome.done.set_result(None)
 
     def _lane(self, key: str) -> TargetLane:
         lane = self._lanes.get(key)

@@ -30,16 +30,17 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeede
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
-async def load_rules(session: AsyncSession, namespaces: set[str]) -> tuple[list[TriggerRule], list[PolicyRule]]:
-    """The enabled triggers and policies of ``namespaces``, ready for ``plan_deliveries``."""
-    if not namespaces:
-        return [], []
-    triggers = await session.scalars(
-        select(DeploymentTrigger).where(DeploymentTrigger.enabled, DeploymentTrigger.namespace.in_(namespaces))
-    )
-    policies = await session.scalars(
-        select(WebhookPolicy).where(WebhookPolicy.enabled, WebhookPolicy.namespace.in_(namespaces))
-    )
+async def load_rules(
+    session: AsyncSession, namespaces: set[str] | None
+) -> tuple[list[TriggerRule], list[PolicyRule]]:
+    """The enabled triggers and policies of ``namespaces`` (all when None), ready for ``plan_deliveries``."""
+    trigger_query = select(DeploymentTrigger).where(DeploymentTrigger.enabled)
+    policy_query = select(WebhookPolicy).where(WebhookPolicy.enabled)
+    if namespaces is not None:
+        trigger_query = trigger_query.where(DeploymentTrigger.namespace.in_(namespaces))
+        policy_query = policy_query.where(WebhookPolicy.namespace.in_(namespaces))
+    triggers = await session.scalars(trigger_query)
+    policies = await session.scalars(policy_query)
     trigger_rules = [rule for t in triggers if (rule := trigger_rule(t)) is not None]
     policy_rules = [found for p in policies if (found := policy_rule(p)) is not None]
     return trigger_rules, policy_rules
@@ -71,20 +72,24 @@ def policy_rule(policy: WebhookPolicy) -> PolicyRule | None:
     return PolicyRule(policy.id, policy.namespace, frozenset(policy.event_types), rules, targets)
 
 
-async def record_deliveries(session: AsyncSession, planned: Sequence[PlannedDelivery], now: datetime) -> list[int]:
-    """Insert new deliveries, first attempt due now; returns the ids of rows actually inserted.
+async def record_deliveries(
+    session: AsyncSession, planned: Sequence[PlannedDelivery], now: datetime, *, lease: timedelta | None = None
+) -> list[Delivery]:
+    """Insert new deliveries, first attempt due now; returns the rows actually inserted.
 
-    Keys already present (a redelivered event) are skipped by the unique constraint.
+    Keys already present (a redelivered event) are skipped by the unique constraint. With
+    ``lease`` the rows are inserted ``running`` and leased to the caller, who attempts them
+    at once (and whose lease expires if it dies).
     """
     if not planned:
         return []
-    rows = [_delivery_row(p, now) for p in {p.key: p for p in planned}.values()]
-    stmt = insert_for(session, DELIVERIES).on_conflict_do_nothing(index_elements=["key"]).returning(DELIVERIES.c.id)
+    rows = [_delivery_row(p, now, lease) for p in {p.key: p for p in planned}.values()]
+    stmt = insert_for(session, DELIVERIES).on_conflict_do_nothing(index_elements=["key"]).returning(*DELIVERIES.c)
     result = await session.execute(stmt, rows)
-    return list(result.scalars().all())
+    return [Delivery(**row._mapping) for row in result.all()]
 
 
-def _delivery_row(p: PlannedDelivery, now: datetime) -> dict[str, Any]:
+def _delivery_row(p: PlannedDelivery, now: datetime, lease: timedelta | None) -> dict[str, Any]:
     return {
         "key": p.key,
         "kind": p.kind,
@@ -100,10 +105,10 @@ def _delivery_row(p: PlannedDelivery, now: datetime) -> dict[str, Any]:
         "digest": p.event.digest,
         "payload": p.payload,
         "content_type": p.content_type,
-        "status": PENDING,
+        "status": PENDING if lease is None else RUNNING,
         "attempts": 0,
         "next_attempt_at": now,
-        "lease_until": None,
+        "lease_until": None if lease is None else now + lease,
         "last_status_code": None,
         "latency_ms": None,
         "detail": "",
