@@ -718,7 +718,7 @@ def service_lines(report: Report, main: Outcome) -> list[str]:
         f"{report.window_s:.1f} s; service CPU per delivered event: {per_event:.2f} ms (idle, it uses "
         f"{report.idle_service:.0%} of a core).",
         "From the `up` process's `/metrics`, measured window:",
-        *(f"- {kind}: {stats.describe()}" for kind, stats in report.flows.items()),
+        *(f"- {kind}: {stats.describe()}" for kind, stats in report.flows.items() if stats.consumed),
     ]
 
 

@@ -8,7 +8,9 @@ happened and when to try again. Raises nothing for a failed call: failure is an 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +31,7 @@ from workers.triggers.signing import webhook_headers
 from workers.triggers.store import AttemptRecord
 
 USER_AGENT = "registry-workers"
+POLICY_TTL_S = 1.0
 
 
 class AttemptRunner:
@@ -40,6 +43,7 @@ class AttemptRunner:
         self._box = box
         self._http = WebhookClient(settings.triggers)
         self._clusters = ClusterClients(settings.clusters)
+        self._policies: dict[int, _PolicySnapshot] = {}
 
     def target_key(self, delivery: Delivery) -> str:
         """The isolation unit: a webhook receiver's origin, or a cluster."""
@@ -59,18 +63,38 @@ class AttemptRunner:
 
     # --- webhooks ---
 
-    async def _webhook(self, delivery: Delivery, now: datetime) -> AttemptRecord:
+    async def _policy(self, policy_id: int | None) -> _PolicySnapshot | None:
+        """The policy with its secrets decrypted, read at most every ``POLICY_TTL_S`` per policy.
+
+        At hundreds of deliveries a second, reading and decrypting the policy for every attempt
+        would cost a database round trip each; a rotated secret or edited target applies to
+        attempts starting ``POLICY_TTL_S`` later at most (a 410 invalidates at once).
+        """
+        if policy_id is None:
+            return None
+        cached = self._policies.get(policy_id)
+        if cached is not None and time.monotonic() - cached.read_at < POLICY_TTL_S:
+            return cached
         async with self._sessions() as session:
-            policy = await session.get(WebhookPolicy, delivery.policy_id)
-        target = _target(policy, delivery.target_index)
+            policy = await session.get(WebhookPolicy, policy_id)
+        snapshot = None if policy is None else _PolicySnapshot.of(policy, self._box)
+        if snapshot is None:
+            self._policies.pop(policy_id, None)
+        else:
+            self._policies[policy_id] = snapshot
+        return snapshot
+
+    async def _webhook(self, delivery: Delivery, now: datetime) -> AttemptRecord:
+        try:
+            policy = await self._policy(delivery.policy_id)
+        except SecretError as exc:
+            return AttemptRecord(store.FAILED, f"cannot decrypt the policy's secrets: {exc}")
+        target = policy.target(delivery.target_index) if policy is not None else None
         if policy is None or target is None:
             return AttemptRecord(store.CANCELLED, "the webhook policy or target was deleted")
         if target.get("disabled_at"):
             return AttemptRecord(store.CANCELLED, "the target was disabled after answering 410 Gone")
-        try:
-            headers = self._webhook_headers(delivery, policy, target, now)
-        except SecretError as exc:
-            return AttemptRecord(store.FAILED, f"cannot decrypt the policy's secrets: {exc}")
+        headers = self._webhook_headers(delivery, policy, delivery.target_index or 0, now)
         result = await self._http.post(
             delivery.target, delivery.payload.encode(), headers, verify_tls=not target.get("skip_cert_verify")
         )
@@ -78,6 +102,7 @@ class AttemptRunner:
         if verdict is Verdict.SUCCEEDED:
             return AttemptRecord(store.SUCCEEDED, result.describe(), result.status, result.latency_ms)
         if verdict is Verdict.GONE:
+            self._policies.pop(policy.id, None)
             await self._disable_target(policy.id, delivery.target_index, now)
             return AttemptRecord(store.FAILED, "HTTP 410 Gone: target disabled", result.status, result.latency_ms)
         retry_after = parse_retry_after(result.retry_after, now) if result.status in (429, 503) else None
@@ -87,16 +112,15 @@ class AttemptRunner:
         )
 
     def _webhook_headers(
-        self, delivery: Delivery, policy: WebhookPolicy, target: dict[str, Any], now: datetime
+        self, delivery: Delivery, policy: _PolicySnapshot, index: int, now: datetime
     ) -> dict[str, str]:
         body = delivery.payload.encode()
-        secrets = orjson.loads(self._box.decrypt(policy.signing_secrets))
-        headers = webhook_headers(secrets, f"msg_{delivery.id}", int(now.timestamp()), body)
+        headers = webhook_headers(policy.secrets, f"msg_{delivery.id}", int(now.timestamp()), body)
         headers["Content-Type"] = delivery.content_type
         headers["User-Agent"] = USER_AGENT
-        if target.get("auth_header"):
-            name, _, value = self._box.decrypt(target["auth_header"]).partition(":")
-            headers[name.strip()] = value.strip()
+        auth = policy.auth_headers.get(index)
+        if auth is not None:
+            headers[auth[0]] = auth[1]
         return headers
 
     async def _disable_target(self, policy_id: int, index: int | None, now: datetime) -> None:
@@ -199,7 +223,35 @@ async def record_fired(session: AsyncSession, delivery: Delivery, record: Attemp
     await record_system_action(session, TRIGGER_FIRED, artifact, detail[:4000])
 
 
-def _target(policy: WebhookPolicy | None, index: int | None) -> dict[str, Any] | None:
-    if policy is None or index is None or not 0 <= index < len(policy.targets):
-        return None
-    return dict(policy.targets[index])
+@dataclass(frozen=True)
+class _PolicySnapshot:
+    """What an attempt needs of a webhook policy, secrets decrypted once."""
+
+    id: int
+    targets: tuple[dict[str, Any], ...]
+    secrets: tuple[str, ...]
+    auth_headers: dict[int, tuple[str, str]]
+    retry_schedule_s: tuple[float, ...] | None
+    read_at: float
+
+    @classmethod
+    def of(cls, policy: WebhookPolicy, box: SecretBox) -> _PolicySnapshot:
+        """Raises ``SecretError`` when a secret cannot be decrypted with the configured keys."""
+        auth = {}
+        for index, target in enumerate(policy.targets):
+            if target.get("auth_header"):
+                name, _, value = box.decrypt(target["auth_header"]).partition(":")
+                auth[index] = (name.strip(), value.strip())
+        return cls(
+            id=policy.id,
+            targets=tuple(dict(t) for t in policy.targets),
+            secrets=tuple(orjson.loads(box.decrypt(policy.signing_secrets))),
+            auth_headers=auth,
+            retry_schedule_s=tuple(policy.retry_schedule_s) if policy.retry_schedule_s else None,
+            read_at=time.monotonic(),
+        )
+
+    def target(self, index: int | None) -> dict[str, Any] | None:
+        if index is None or not 0 <= index < len(self.targets):
+            return None
+        return self.targets[index]
