@@ -66,7 +66,7 @@ import yaml
 from aiohttp import web
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pipeline import Sent, percentile, send_at_rate
 from tests.support.service import ADMIN_AK, ADMIN_SK
@@ -86,6 +86,7 @@ IDLE_S = 2.0
 JOIN_TIMEOUT_S = 60.0
 DELIVERY_TIMEOUT_S = 30.0
 STALL_S = 10.0  # stop waiting for deliveries when none arrived for this long
+SETTLE_TIMEOUT_S = 30.0
 REGISTRY = "http://127.0.0.1:5000"
 DELIVERIES = Delivery.__table__
 MACHINE = "whole machine"
@@ -369,6 +370,27 @@ async def delivery_rows(database_url: str) -> dict[str, DeliveryRow]:
         await engine.dispose()
 
 
+async def wait_settled(database_url: str, timeout_s: float) -> int:
+    """Poll until no webhook delivery is pending or running (every outcome written); returns how many still are.
+
+    The deliverer may write outcomes after the POST, so an arrival does not mean the work is done.
+    """
+    engine = create_engine(database_url, pool_size=1)
+    unfinished = select(func.count()).where(
+        DELIVERIES.c.kind == "webhook", DELIVERIES.c.status.in_(("pending", "running"))
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            async with engine.connect() as connection:
+                count = int((await connection.execute(unfinished)).scalar_one())
+            if not count or time.monotonic() > deadline:
+                return count
+            await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()
+
+
 def with_stages(outcome: Outcome, sent: Sequence[Sent], batch: Batch, arrivals: dict[str, tuple[float, str]],
                 rows: dict[str, DeliveryRow]) -> Outcome:  # fmt: skip
     """Split each delivered event's latency at the delivery row's ``created_at``."""
@@ -443,6 +465,7 @@ class Report:
     flows: dict[str, FlowStats] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # cores kept busy in the measured window
     idle_service: float = 0.0  # cores the service uses with no traffic
+    unsettled: int = 0  # deliveries still pending or running when the window closed
     window_s: float = 0.0  # the measured window: first send until the last delivery (or the wait's end)
     profile: str = ""
 
@@ -542,7 +565,7 @@ async def measure(args: argparse.Namespace, running: Running, report: Report) ->
     measured = push_notifications(template, "bench", int(args.rate * args.duration), args.policies)
     floor = harbor_bodies("floor", int(args.rate * FLOOR_DURATION_S))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.inflight)) as http:
-        expected = await warm_up(http, running, template, args)
+        expected = await warm_up(http, running, template, args, report)
         sent = await measured_run(http, running, measured, args, report, expected)
         expected += sum(1 for s in sent if s.status == 202)
         floor_sent = await send_at_rate(http, f"{receiver.url}/floor", floor.bodies, args.rate, args.inflight)
@@ -555,33 +578,38 @@ async def measure(args: argparse.Namespace, running: Running, report: Report) ->
 
 
 async def warm_up(
-    http: aiohttp.ClientSession, running: Running, template: dict[str, Any], args: argparse.Namespace
-) -> int:
-    """A few events until the consumer groups have joined, then ``WARMUP_S`` at the target rate.
+    http: aiohttp.ClientSession, running: Running, template: dict[str, Any], args: argparse.Namespace,
+    report: Report,
+) -> int:  # fmt: skip
+    """A few events until the consumer groups have joined, the idle CPU, then ``WARMUP_S`` at the target rate.
 
-    Returns how many webhooks the receiver has then seen.
+    Returns how many webhooks the receiver has then seen (every outcome written).
     """
     up, receiver, ingress = running.up, running.receiver, f"http://{running.up.listen}/events/distribution"
     join = push_notifications(template, "join", JOIN_EVENTS, args.policies)
     expected = await send_phase(http, ingress, join, 20.0, args.inflight, 0)
     if await wait_delivered(receiver, http, expected, up, JOIN_TIMEOUT_S) < expected:
         raise RuntimeError(f"join events not delivered within {JOIN_TIMEOUT_S:.0f} s; see {up.log_path}")
+    await wait_settled(running.database_url, SETTLE_TIMEOUT_S)
+    report.idle_service = await idle_share(up)
     warmup = push_notifications(template, "warm", int(args.rate * WARMUP_S), args.policies)
     expected = await send_phase(http, ingress, warmup, args.rate, args.inflight, expected)
-    return await wait_delivered(receiver, http, expected, up)
+    delivered = await wait_delivered(receiver, http, expected, up)
+    await wait_settled(running.database_url, SETTLE_TIMEOUT_S)
+    return delivered
 
 
 async def measured_run(
     http: aiohttp.ClientSession, running: Running, batch: Batch, args: argparse.Namespace, report: Report,
     expected: int,
 ) -> list[Sent]:  # fmt: skip
-    """Send ``batch`` at the target rate and wait until its webhooks arrived; CPU and metrics of that window.
+    """Send ``batch`` at the target rate, wait until its webhooks arrived and their outcomes are written.
 
-    The wait is bounded by ``DELIVERY_TIMEOUT_S`` plus three times the run (a backlog drains slowly),
-    and ends early after ``STALL_S`` without any arrival.
+    CPU and ``/metrics`` cover that window. The wait for arrivals is bounded by ``DELIVERY_TIMEOUT_S``
+    plus three times the run (a backlog drains slowly) and ends early after ``STALL_S`` without any;
+    the wait for outcomes by ``SETTLE_TIMEOUT_S``.
     """
     up = running.up
-    report.idle_service = await idle_share(up)
     flows_before = await scrape_flows(up.listen)
     running.meter.start()
     window = time.perf_counter()
@@ -589,6 +617,7 @@ async def measured_run(
     sent = await send_at_rate(http, f"http://{up.listen}/events/distribution", batch.bodies, args.rate, args.inflight)
     expected += sum(1 for s in sent if s.status == 202)
     await wait_delivered(running.receiver, http, expected, up, DELIVERY_TIMEOUT_S + 3 * args.duration)
+    report.unsettled = await wait_settled(running.database_url, SETTLE_TIMEOUT_S)
     report.window_s = time.perf_counter() - window
     report.cpu = {name: used / report.window_s for name, used in running.meter.read().items()}
     after = await scrape_flows(up.listen)
@@ -710,13 +739,13 @@ def service_lines(report: Report, main: Outcome) -> list[str]:
     return [
         f"Webhooks received at {main.received_rate:.0f}/s on average (first send → last arrival) against "
         f"{main.achieved_rate:.0f}/s sent. Deliveries of the measured events: {statuses}; misrouted (wrong "
-        f"policy path): {main.misrouted}.",
+        f"policy path): {main.misrouted}; still pending or running when the window closed: {report.unsettled}.",
         "CPU in the measured window (share of one core): "
         + ", ".join(f"{name} {share:.0%}" for name, share in ours.items())
         + f"; whole machine {machine:.0%} of {os.cpu_count()} cores, of which "
         f"{max(machine - sum(ours.values()), 0.0):.0%} other processes (not this bench's). Window "
-        f"{report.window_s:.1f} s; service CPU per delivered event: {per_event:.2f} ms (idle, it uses "
-        f"{report.idle_service:.0%} of a core).",
+        f"{report.window_s:.1f} s (first send until every outcome was written); service CPU per delivered "
+        f"event: {per_event:.2f} ms (idle after the join, it used {report.idle_service:.0%} of a core).",
         "From the `up` process's `/metrics`, measured window:",
         *(f"- {kind}: {stats.describe()}" for kind, stats in report.flows.items() if stats.consumed),
     ]

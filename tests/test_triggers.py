@@ -77,7 +77,12 @@ def trigger_settings(registry_url: str, kube: KubeApiServer, **triggers: Any) ->
     return {
         "regions": {"region-a": {"registry": registry_url, "insecure": True}},
         "clusters": {"c1": {"name": "prod", "server": kube.url, "token": "kube-token"}},
-        "triggers": {"allowed_networks": ["127.0.0.0/8"], "breaker_failures": 50, **triggers},
+        "triggers": {
+            "allowed_networks": ["127.0.0.0/8"],
+            "breaker_failures": 50,
+            "concurrency_per_target": 4,
+            **triggers,
+        },
     }
 
 

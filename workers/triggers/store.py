@@ -30,9 +30,7 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeede
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
-async def load_rules(
-    session: AsyncSession, namespaces: set[str] | None
-) -> tuple[list[TriggerRule], list[PolicyRule]]:
+async def load_rules(session: AsyncSession, namespaces: set[str] | None) -> tuple[list[TriggerRule], list[PolicyRule]]:
     """The enabled triggers and policies of ``namespaces`` (all when None), ready for ``plan_deliveries``."""
     trigger_query = select(DeploymentTrigger).where(DeploymentTrigger.enabled)
     policy_query = select(WebhookPolicy).where(WebhookPolicy.enabled)
