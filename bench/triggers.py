@@ -656,6 +656,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
     asyncio.run(measure(args, running, report))
     if sampler.output is not None and sampler.output.exists():
         summary = pipeline.summarise_profile(sampler.output)
+        summary = "".join(ch for ch in summary if ch.isprintable() or ch == "\n")  # torn samples: NUL names
         report.profile = summary.replace("of the steady worker path", "of the `up` process in the measured window")
     return report
 
@@ -707,11 +708,6 @@ def stages_table(main: Outcome) -> list[str]:
         f"| delivery recorded → received (claim, policy read, signing, POST) | {_percentiles(main.to_receiver_ms)} |",
         f"| the service's POST round trip (`latency_ms`, whole ms) | {_percentiles(main.service_http_ms)} |",
     ]
-
-
-def _cpu_per_event(report: Report, main: Outcome) -> float:
-    service_s = report.cpu.get(SERVICE, 0.0) * report.window_s
-    return 1000 * service_s / main.delivered if main.delivered else float("nan")
 
 
 def setup_lines(report: Report) -> list[str]:

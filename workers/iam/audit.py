@@ -68,6 +68,16 @@ async def record_system_action(
     session: AsyncSession, action: str, resource: str, detail: str, *, now: datetime | None = None
 ) -> None:
     """Record an action a worker took (``TRIGGER_FIRED``, ``IMAGE_SYNCED``): one INSERT, the caller commits."""
+    await session.execute(insert(AuditEvent).values(system_action_row(action, resource, detail, now)))
+
+
+async def record_system_actions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Several ``system_action_row``s in one executemany INSERT; the caller commits."""
+    if rows:
+        await session.execute(insert(AuditEvent), rows)
+
+
+def system_action_row(action: str, resource: str, detail: str, now: datetime | None = None) -> dict[str, Any]:
     values = {
         "kind": SYSTEM,
         "occurred_at": now or datetime.now(UTC),
@@ -85,7 +95,7 @@ async def record_system_action(
         "decision": "",
         "detail": detail,
     }
-    await session.execute(insert(AuditEvent).values(_fitted(values)))
+    return _fitted(values)
 
 
 async def list_audit(

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from workers.config import Settings
 from workers.db import versions
 from workers.db.models import Delivery, DeploymentTrigger, WebhookPolicy
-from workers.iam.audit import TRIGGER_FIRED, record_system_action
+from workers.iam.audit import TRIGGER_FIRED, system_action_row
 from workers.secrets import SecretBox, SecretError
 from workers.triggers import store
 from workers.triggers.http import WebhookClient
@@ -212,15 +212,15 @@ class AttemptRunner:
         )
 
 
-async def record_fired(session: AsyncSession, delivery: Delivery, record: AttemptRecord) -> None:
-    """Audit a delivery whose attempt ended it (final state): one INSERT in the caller's transaction."""
+def fired_row(delivery: Delivery, record: AttemptRecord) -> dict[str, Any] | None:
+    """The audit row of a delivery whose attempt ended it (final state), else None."""
     if record.status not in store.FINAL_STATES:
-        return
+        return None
     deployment = delivery.kind == "deployment"
     fired = f"trigger {delivery.trigger_id}" if deployment else f"webhook policy {delivery.policy_id}"
     artifact = f"{delivery.namespace}/{delivery.repository}:{delivery.tag or delivery.digest or ''}"
     detail = f"{fired} ({delivery.event_type}) → {delivery.target}: {record.status}: {record.detail}"
-    await record_system_action(session, TRIGGER_FIRED, artifact, detail[:4000])
+    return system_action_row(TRIGGER_FIRED, artifact, detail[:4000])
 
 
 @dataclass(frozen=True)

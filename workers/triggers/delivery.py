@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from workers.config import TriggerSettings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.db.models import Delivery
+from workers.iam.audit import record_system_actions
 from workers.triggers import store
-from workers.triggers.attempts import AttemptRunner, record_fired
+from workers.triggers.attempts import AttemptRunner, fired_row
 from workers.triggers.retry import CircuitBreaker
 from workers.triggers.store import AttemptRecord
 
@@ -177,10 +178,9 @@ class Deliverer:
             try:
                 async with self._sessions.begin() as session:
                     now = self._clock()
-                    for outcome in batch:
-                        await store.finish_attempt(session, outcome.delivery_id, outcome.record, now)
-                        if outcome.delivery is not None:
-                            await record_fired(session, outcome.delivery, outcome.record)  # audit, same commit
+                    await store.finish_attempts(session, [(o.delivery_id, o.record) for o in batch], now)
+                    audit = [fired_row(o.delivery, o.record) for o in batch if o.delivery is not None]
+                    await record_system_actions(session, [row for row in audit if row is not None])  # same commit
             except Exception as exc:  # the leases expire and the attempts run again
                 for outcome in batch:
                     outcome.done.set_exception(exc)

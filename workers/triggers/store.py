@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db.models import Delivery, DeploymentTrigger, WebhookPolicy
@@ -179,6 +179,51 @@ async def finish_attempt(session: AsyncSession, delivery_id: int, record: Attemp
             rolled_back_to=record.rolled_back_to,
         )
     await session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+
+
+async def finish_attempts(session: AsyncSession, outcomes: Sequence[tuple[int, AttemptRecord]], now: datetime) -> None:
+    """``finish_attempt`` for many deliveries: one executemany UPDATE per kind of outcome."""
+    counted = [(i, r) for i, r in outcomes if r.counts_as_attempt]
+    deferred = [(i, r) for i, r in outcomes if not r.counts_as_attempt]
+    common: dict[str, Any] = {
+        "status": bindparam("b_status"),
+        "detail": bindparam("b_detail"),
+        "lease_until": None,
+        "next_attempt_at": bindparam("b_next"),
+        "updated_at": now,
+        "finished_at": bindparam("b_finished"),
+    }
+    for rows, extra in (
+        (
+            counted,
+            {
+                "attempts": Delivery.attempts + 1,
+                "last_status_code": bindparam("b_code"),
+                "latency_ms": bindparam("b_latency"),
+                "rolled_back_to": bindparam("b_rolled"),
+            },
+        ),
+        (deferred, {}),
+    ):
+        if not rows:
+            continue
+        stmt = update(DELIVERIES).where(DELIVERIES.c.id == bindparam("b_id")).values(**common, **extra)
+        params = [
+            {
+                "b_id": i,
+                "b_status": r.status,
+                "b_detail": r.detail[:4000],
+                "b_next": r.next_attempt_at,
+                "b_finished": now if r.status in FINAL_STATES else None,
+                "b_code": r.status_code,
+                "b_latency": r.latency_ms,
+                "b_rolled": r.rolled_back_to,
+            }
+            for i, r in rows
+        ]
+        if not extra:
+            params = [{k: v for k, v in p.items() if k not in ("b_code", "b_latency", "b_rolled")} for p in params]
+        await session.execute(stmt, params)
 
 
 async def replay(session: AsyncSession, delivery_id: int, now: datetime) -> bool:
