@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from workers.db.engine import TRANSIENT_DB_ERRORS
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,6 +58,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(exc.status, f"SWR.0{exc.status}", exc.reason, _passthrough_headers(exc))
+    except TRANSIENT_DB_ERRORS as exc:  # a dependency (database, registry) is briefly unreachable
+        log.warning("dependency unavailable serving %s %s: %r", request.method, request.path, exc)
+        message = f"a dependency is unavailable ({type(exc).__name__}); retry later"
+        return error_response(503, "SWR.0503", message, {"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(500, "SWR.0500", "internal error; see the service log")
