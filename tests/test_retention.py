@@ -158,6 +158,9 @@ async def test_date_rule_deletes_old_tags_keeps_exceptions_and_restore_brings_th
     assert status == 200, answer
     restored = await oci.get_manifest(registry.url, "team/app", "v2")
     assert restored is not None and restored[2] == digests["v2"]
+    for action in ("system:tag:deleted", "system:image:restored"):  # both in the audit trail
+        status, audit = await signed(service.url, "GET", f"/v3/iam/audit?action={action}")
+        assert status == 200 and any(digests["v2"] in str(e) for e in audit["events"]), audit
 
 
 async def test_plan_then_apply_keep_n_explains_every_digest_and_siblings_share_fate(

@@ -22,6 +22,8 @@ from workers.db.models import AuditEvent
 SYSTEM = "system"
 TRIGGER_FIRED = "system:trigger:fired"  # a deployment trigger or webhook delivery ended
 IMAGE_SYNCED = "system:image:synced"  # a replication job (copy or deletion) ended
+TAG_DELETED = "system:tag:deleted"  # retention deleted a digest (with its tags)
+IMAGE_RESTORED = "system:image:restored"  # a retention deletion was undone
 MAX_LIMIT = 1000
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

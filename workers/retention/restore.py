@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workers.db.models import RetentionTrash
+from workers.iam.audit import IMAGE_RESTORED, record_system_action
 from workers.replication.clients import RegionClients
 from workers.replication.manifests import Manifest
 
@@ -50,4 +51,11 @@ async def restore(
         stored = await session.get(RetentionTrash, entry.id)
         assert stored is not None
         stored.restored_at = clock()
+        tags = ", ".join(entry.tags) or "(none)"
+        await record_system_action(
+            session,
+            IMAGE_RESTORED,
+            f"{namespace}/{repository}@{entry.digest}",
+            f"re-pushed under tags {tags} (retention run {entry.run_id})",
+        )
     return entry

@@ -39,6 +39,7 @@ from workers.db.models import (
     RetentionRun,
     RetentionTrash,
 )
+from workers.iam.audit import TAG_DELETED, record_system_actions, system_action_row
 from workers.replication.clients import RegionClients
 from workers.replication.errors import NotFound, RegistryError
 from workers.replication.manifests import Manifest
@@ -252,6 +253,18 @@ class RetentionRunner:
                 )
                 for decision in done
                 for tag in decision.tags or ("",)
+            )
+            await record_system_actions(
+                session,
+                [
+                    system_action_row(
+                        TAG_DELETED,
+                        f"{policy.namespace}/{d.repository}@{d.digest}",
+                        f"retention policy {policy.id} run {run.id}: deleted tags {', '.join(d.tags) or '(none)'}",
+                        now,
+                    )
+                    for d in done
+                ],
             )
 
 
