@@ -32,7 +32,7 @@ from workers.iam.urn import Scope
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL_S = 5.0
+DEFAULT_TTL_S = 1.0
 _MAX_USERS = 10_000  # cached users; the cache starts over when full
 _DENY_ALL = {"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["*"]}]}
 
