@@ -9,6 +9,7 @@ blobs move at once for this job; the clients' slots bound each registry across j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -76,16 +77,38 @@ class BlobMover:
 
     async def _move(self, blob: Descriptor) -> None:
         async with self._limit:
-            if await self.dst.blob_exists(self.dst_repo, blob.digest):
-                self.tally.skipped += 1
-            elif self._same_registry and await self.dst.mount_blob(self.dst_repo, blob.digest, self.src_repo):
-                self.tally.mounted += 1
-            else:
-                await self._stream(blob)
-                self.tally.copied += 1
-                self._finish(0)
+            key = (self.dst_repo, blob.digest)
+            elsewhere = self.dst.uploads_in_flight.get(key)
+            if elsewhere is not None:  # another job is bringing this blob: wait, then it is present
+                with contextlib.suppress(Exception):  # its failure is its own; we check and upload anew
+                    await asyncio.shield(elsewhere)
+                await self._bring(blob)
                 return
-            self._finish(blob.size)
+            # claimed before the first await, so concurrent jobs see it and wait
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.dst.uploads_in_flight[key] = done
+            try:
+                await self._bring(blob)
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved: a failure nobody waited for is not an error to log
+                raise
+            finally:
+                if self.dst.uploads_in_flight.get(key) is done:
+                    del self.dst.uploads_in_flight[key]
+
+    async def _bring(self, blob: Descriptor) -> None:
+        if await self.dst.blob_exists(self.dst_repo, blob.digest):
+            self.tally.skipped += 1
+        elif self._same_registry and await self.dst.mount_blob(self.dst_repo, blob.digest, self.src_repo):
+            self.tally.mounted += 1
+        else:
+            await self._stream(blob)
+            self.tally.copied += 1
+            self._finish(0)
+            return
+        self._finish(blob.size)
 
     def _finish(self, unreported_bytes: int) -> None:
         self.tally.blobs_done += 1

@@ -9,6 +9,7 @@ request; per blob for uploads) before they are raised.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -82,6 +83,9 @@ class RegistryClient:
             max_connections=max_connections, retry=retry, timeout=timeout,
         )  # fmt: skip
         self.tuning = tuning or UploadTuning()
+        # (repository, digest) → the upload of that blob by some job now running: a second job
+        # copying the same layer waits for it instead of sending the same bytes again
+        self.uploads_in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     @classmethod
     def from_settings(cls, region: RegionSettings, **options: Any) -> RegistryClient:

@@ -183,7 +183,27 @@ async def _monolithic(
             raise
 
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-    stream = body()
+    # Open the source (taking its connection slot) before the PUT takes the destination's: the
+    # same order as chunked uploads, so copies running at once can never hold one registry's
+    # slots each while waiting for the other's (a deadlock seen with 8 concurrent copies).
+    source = body()
+    try:
+        first = await anext(source)
+    except StopAsyncIteration:
+        first = b""
+    except Exception as exc:
+        await cancel_upload(t, repo, state)
+        if isinstance(exc, RegistryError):
+            raise
+        raise TransientRegistryError(None, None, f"reading {digest} failed: {exc!r}") from exc
+
+    async def primed() -> AsyncGenerator[bytes, None]:
+        if first:
+            yield first
+        async for piece in source:
+            yield piece
+
+    stream = primed()
     try:
         await t.send("PUT", _with_digest(state.location, digest), stream, scope=push_scope(repo), ok=(201,),
                      headers=headers, what=f"upload {digest} to {repo}")  # fmt: skip
@@ -196,7 +216,12 @@ async def _monolithic(
             raise original from exc
         raise TransientRegistryError(None, None, f"reading {digest} failed: {original!r}") from exc
     finally:
-        await stream.aclose()  # releases the source's connection now, not when garbage collected
+        # Release the source's connection now, not when garbage collected. aiohttp's writer may
+        # still be inside the generator after a failed PUT; it then closes it itself.
+        with contextlib.suppress(RuntimeError):
+            await stream.aclose()
+        with contextlib.suppress(RuntimeError):
+            await source.aclose()
     count(size)
 
 
