@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, insert, select
@@ -15,13 +16,13 @@ from tests.support.services import KafkaBroker
 from workers.config import KafkaSettings
 from workers.db.engine import create_engine, session_factory
 from workers.db.migrate import upgrade_to_head
-from workers.db.models import ImageEventRecord, ScheduleSlot
+from workers.db.models import ImageEventRecord, RetentionPolicy, ScheduleSlot
 from workers.maintenance.commands import SWEEP_HISTORY
 from workers.runtime.kafka import Topics, ensure_topics
 from workers.runtime.producer import KafkaProducer
 from workers.scheduler.dispatcher import Dispatcher
 from workers.scheduler.slots import latest_slot
-from workers.topology import schedules
+from workers.topology import schedules, stored_schedules
 
 NOW = datetime(2026, 11, 22, 10, 30, 15, tzinfo=UTC)
 
@@ -70,11 +71,21 @@ async def test_scheduled_sweep_deletes_old_history(kafka: KafkaBroker, postgres_
     await upgrade_to_head(engine)
     now = datetime.now(UTC)
     rows = [
-        {"id": f"h{age}", "source": "distribution", "region": "region-a", "action": "push", "kind": "manifest",
-         "name": "team/app", "tag": None, "digest": None, "actor": None, "occurred_at": now - timedelta(days=age),
-         "recorded_at": now - timedelta(days=age)}
+        {
+            "id": f"h{age}",
+            "source": "distribution",
+            "region": "region-a",
+            "action": "push",
+            "kind": "manifest",
+            "name": "team/app",
+            "tag": None,
+            "digest": None,
+            "actor": None,
+            "occurred_at": now - timedelta(days=age),
+            "recorded_at": now - timedelta(days=age),
+        }
         for age in (0, 1, 10, 30)
-    ]  # fmt: skip
+    ]
     async with session_factory(engine).begin() as session:
         await session.execute(insert(ImageEventRecord), rows)
     settings = service_settings(postgres_url, kafka.bootstrap, topic_prefix, sweep_cron="* * * * *")
@@ -92,3 +103,51 @@ async def test_scheduled_sweep_deletes_old_history(kafka: KafkaBroker, postgres_
             assert await wait_for(remaining, limit_s=30) == ["h0", "h1"]
     finally:
         await engine.dispose()
+
+
+async def test_two_schedulers_fire_a_stored_retention_schedule_once(
+    engine: AsyncEngine, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    """Policies' cron schedules come from the database; two replicas dispatch each slot once."""
+    kafka_settings = KafkaSettings(
+        bootstrap=kafka.bootstrap, topic_prefix=topic_prefix, partitions=1, idempotence=False
+    )
+    topics = Topics.from_prefix(topic_prefix)
+    await ensure_topics(kafka_settings, kafka.bootstrap, topics)
+    sessions = session_factory(engine)
+    async with sessions.begin() as session:
+        session.add(
+            RetentionPolicy(
+                edition="basic",
+                namespace="team",
+                repository="app",
+                name="",
+                algorithm="or",
+                rules=[{"template": "tag_rule", "params": {"num": 1}, "tag_selectors": []}],
+                enabled=True,
+                cron="0 * * * *",
+                creator="test",
+                created_at=NOW - timedelta(days=1),
+                updated_at=NOW - timedelta(days=1),
+            )
+        )
+    producers = [KafkaProducer(kafka_settings, kafka.bootstrap) for _ in range(2)]
+    for producer in producers:
+        await producer.start()
+    try:
+        (retention,) = [s for s in await stored_schedules(sessions) if s.job.startswith("retention-policy-")]
+        replicas = [Dispatcher(sessions, p, topics.commands, lambda: NOW) for p in producers]
+        results = await asyncio.gather(*(r.dispatch_due(retention) for r in replicas for _ in range(3)))
+        assert len([r for r in results if r]) == 1
+    finally:
+        for producer in producers:
+            await producer.stop()
+    consumer = AIOKafkaConsumer(topics.commands, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=2000)
+        (record,) = [r for records in batches.values() for r in records]
+    finally:
+        await consumer.stop()
+    command = orjson.loads(record.value)
+    assert command["kind"] == "run-retention" and command["id"] == "retention-policy-1:2026-11-22T10:00:00+00:00"
