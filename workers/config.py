@@ -159,6 +159,9 @@ class ReplicationSettings(_Frozen):
     concurrency: int = Field(default=4, ge=1, le=64)  # jobs at once per worker process
     job_timeout_s: float = Field(default=3600.0, gt=0)
     reconcile_cron: str = "7 * * * *"  # compare source and destination tags, repair drift
+    # how long a job stays a worker's after its last progress report; a worker killed mid-copy
+    # hands its job (and its upload checkpoints) to another after this
+    lease_s: float = Field(default=60.0, ge=1)
 
     @field_validator("reconcile_cron")
     @classmethod

@@ -56,7 +56,7 @@ class JobRunner:
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._timeout_s = job_timeout_s
-        self._lease = timedelta(seconds=60)
+        self._lease = timedelta(seconds=settings.replication.lease_s)
         self._woken: asyncio.Queue[list[int]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
