@@ -493,11 +493,12 @@ def service_env(database_url: str, bootstrap: str, workdir: Path, lane_limit: in
 
 
 def cpu_meter(up: pipeline.ServiceProcess, receiver: ReceiverProcess, pg: PostgresServer,
-              broker: KafkaBroker) -> pipeline.CpuMeter:  # fmt: skip
+              broker: KafkaBroker, extra: Sequence[pipeline.ServiceProcess] = ()) -> pipeline.CpuMeter:  # fmt: skip
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
     broker_pid = broker.pid or 0
+    services = [up, *extra]
     return pipeline.CpuMeter({
-        SERVICE: lambda: pipeline.process_cpu_s(up.pid),
+        SERVICE: lambda: sum(pipeline.process_cpu_s(service.pid) for service in services),
         "Postgres": lambda: pipeline.tree_cpu_s(postmaster),
         "broker": lambda: pipeline.process_cpu_s(broker_pid),
         "receiver": lambda: pipeline.process_cpu_s(receiver.pid),
@@ -551,6 +552,7 @@ class Running:
     meter: pipeline.CpuMeter
     sampler: WindowSampler
     database_url: str
+    metrics_listen: str = ""  # the process whose /metrics has the consumers (the worker when split)
 
 
 async def measure(args: argparse.Namespace, running: Running, report: Report) -> None:
@@ -610,7 +612,7 @@ async def measured_run(
     the wait for outcomes by ``SETTLE_TIMEOUT_S``.
     """
     up = running.up
-    flows_before = await scrape_flows(up.listen)
+    flows_before = await scrape_flows(running.metrics_listen or up.listen)
     running.meter.start()
     window = time.perf_counter()
     running.sampler.attach(up.pid)
@@ -620,7 +622,7 @@ async def measured_run(
     report.unsettled = await wait_settled(running.database_url, SETTLE_TIMEOUT_S)
     report.window_s = time.perf_counter() - window
     report.cpu = {name: used / report.window_s for name, used in running.meter.read().items()}
-    after = await scrape_flows(up.listen)
+    after = await scrape_flows(running.metrics_listen or up.listen)
     report.flows = {kind: stats.minus(flows_before.get(kind, FlowStats())) for kind, stats in after.items()}
     running.sampler.finish()
     return sent
@@ -648,11 +650,20 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
     database_url = pg.create_database("triggers")
     receiver = stack.enter_context(ReceiverProcess(workdir / "receiver.log", args.origins))
     env = service_env(database_url, broker.bootstrap, workdir, args.lane_limit)
-    up = stack.enter_context(pipeline.start_service(["up"], env, workdir, "up"))
+    extra: list[pipeline.ServiceProcess] = []
+    if args.split:  # the production layout: ingress/API and workers in their own processes
+        subprocess.run([sys.executable, "-m", "workers", "migrate"], env=env, check=True, cwd=pipeline.REPO_ROOT,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+        up = stack.enter_context(pipeline.start_service(["api"], env, workdir, "api"))
+        worker_env = {**env, "RW_LISTEN": f"127.0.0.1:{free_port()}"}
+        extra.append(stack.enter_context(pipeline.start_service(["worker"], worker_env, workdir, "worker")))
+    else:
+        up = stack.enter_context(pipeline.start_service(["up"], env, workdir, "up"))
     sampler = WindowSampler(profile_path(args, workdir))
     stack.callback(sampler.finish)
     report = Report(args)
-    running = Running(up, receiver, cpu_meter(up, receiver, pg, broker), sampler, database_url)
+    running = Running(up, receiver, cpu_meter(up, receiver, pg, broker, extra), sampler, database_url,
+                      metrics_listen=extra[0].listen if extra else up.listen)  # fmt: skip
     asyncio.run(measure(args, running, report))
     if sampler.output is not None and sampler.output.exists():
         summary = pipeline.summarise_profile(sampler.output)
@@ -781,6 +792,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--policies", type=int, default=100, help="webhook policies (one namespace each)")
     parser.add_argument("--inflight", type=int, default=64, help="max concurrent POSTs")
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
+    parser.add_argument("--split", action="store_true", help="run `api` and `worker` processes instead of one `up`")
     parser.add_argument("--output", type=Path, default=pipeline.RESULTS_DIR / "triggers.md")
     parser.add_argument("--origins", type=int, default=1, help="receiver ports the policies' targets spread over")
     parser.add_argument("--lane-limit", type=int, help="the service's triggers.concurrency_per_target (default 4)")
