@@ -22,7 +22,7 @@ _ACTIONS = {"push": Action.PUSH, "mount": Action.PUSH, "pull": Action.PULL, "del
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class _Target(_Lenient):
