@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, or_, select, update
+from sqlalchemy import Table, delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workers.db import leases
 from workers.db.models import ReplicationJob, UploadCheckpoint
 from workers.db.upsert import insert_for
 from workers.replication.resume import ResumeKey
@@ -105,27 +106,8 @@ def _row(r: JobRequest, now: datetime) -> dict[str, Any]:
 async def claim_jobs(
     session: AsyncSession, now: datetime, lease: timedelta, limit: int, ids: Sequence[int] | None = None
 ) -> list[ReplicationJob]:
-    """Lease up to ``limit`` due jobs (or exactly ``ids``, if due). Commits the claim."""
-    due = or_(
-        and_(ReplicationJob.status == WAITING, ReplicationJob.next_attempt_at <= now),
-        and_(ReplicationJob.status == RUNNING, ReplicationJob.lease_until < now),
-    )
-    query = select(ReplicationJob.id).where(due).order_by(ReplicationJob.next_attempt_at).limit(limit)
-    if ids is not None:
-        query = query.where(ReplicationJob.id.in_(ids))
-    candidates = list((await session.scalars(query)).all())
-    if not candidates:
-        return []
-    claimed = await session.scalars(
-        update(ReplicationJob)
-        .where(ReplicationJob.id.in_(candidates), due)
-        .values(status=RUNNING, lease_until=now + lease, updated_at=now)
-        .returning(ReplicationJob)
-        .execution_options(synchronize_session=False)
-    )
-    jobs = list(claimed.all())
-    await session.commit()
-    return jobs
+    """Lease up to ``limit`` due rows (or exactly ``ids``, if due); see ``workers.db.leases``. Commits."""
+    return await leases.claim_due(session, ReplicationJob, WAITING, now, lease, limit, ids)
 
 
 async def record_progress(

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from workers.db import leases
 from workers.db.models import Delivery, DeploymentTrigger, WebhookPolicy
 from workers.db.upsert import insert_for
 from workers.triggers.conditions import ConditionError, parse_condition
@@ -120,32 +121,8 @@ def _delivery_row(p: PlannedDelivery, now: datetime, lease: timedelta | None) ->
 async def claim_due(
     session: AsyncSession, now: datetime, lease: timedelta, limit: int, ids: Sequence[int] | None = None
 ) -> list[Delivery]:
-    """Lease up to ``limit`` due deliveries (or exactly ``ids``, if due). Commits the claim.
-
-    A row is due when pending and its next attempt time has come, or when running under an
-    expired lease (its worker died). Two workers claiming the same row: the conditional
-    UPDATE lets exactly one win.
-    """
-    due = or_(
-        and_(Delivery.status == PENDING, Delivery.next_attempt_at <= now),
-        and_(Delivery.status == RUNNING, Delivery.lease_until < now),
-    )
-    query = select(Delivery.id).where(due).order_by(Delivery.next_attempt_at).limit(limit)
-    if ids is not None:
-        query = query.where(Delivery.id.in_(ids))
-    candidates = list((await session.scalars(query)).all())
-    if not candidates:
-        return []
-    claimed = await session.scalars(
-        update(Delivery)
-        .where(Delivery.id.in_(candidates), due)
-        .values(status=RUNNING, lease_until=now + lease, updated_at=now)
-        .returning(Delivery)
-        .execution_options(synchronize_session=False)
-    )
-    rows = list(claimed.all())
-    await session.commit()
-    return rows
+    """Lease up to ``limit`` due rows (or exactly ``ids``, if due); see ``workers.db.leases``. Commits."""
+    return await leases.claim_due(session, Delivery, PENDING, now, lease, limit, ids)
 
 
 @dataclass(frozen=True, slots=True)

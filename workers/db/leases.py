@@ -1,0 +1,51 @@
+"""Claiming queued rows under a lease: the work queue shared by trigger deliveries and copy jobs.
+
+A row is due when it waits (``waiting_status``) and its ``next_attempt_at`` has come, or when
+it is ``running`` under an expired ``lease_until`` (its worker died). Candidates are read, then
+taken with a conditional UPDATE: two workers claiming one row, exactly one wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+RUNNING = "running"
+Row = TypeVar("Row")
+
+
+async def claim_due(
+    session: AsyncSession,
+    model: type[Row],
+    waiting_status: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    ids: Sequence[int] | None = None,
+) -> list[Row]:
+    """Lease up to ``limit`` due rows of ``model`` (or exactly ``ids``, if due). Commits the claim."""
+    table: Any = model
+    due = or_(
+        and_(table.status == waiting_status, table.next_attempt_at <= now),
+        and_(table.status == RUNNING, table.lease_until < now),
+    )
+    query = select(table.id).where(due).order_by(table.next_attempt_at).limit(limit)
+    if ids is not None:
+        query = query.where(table.id.in_(ids))
+    candidates = list((await session.scalars(query)).all())
+    if not candidates:
+        return []
+    claimed = await session.scalars(
+        update(table)
+        .where(table.id.in_(candidates), due)
+        .values(status=RUNNING, lease_until=now + lease, updated_at=now)
+        .returning(table)
+        .execution_options(synchronize_session=False)
+    )
+    rows: list[Row] = list(claimed.all())
+    await session.commit()
+    return rows
