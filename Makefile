@@ -3,7 +3,7 @@
 #   make test  — install what the tests need (Debian + Python packages) and run every test
 PYTHON ?= python3
 
-.PHONY: run test lint
+.PHONY: run test lint faults
 
 run:
 	$(PYTHON) -m pip install --quiet .
@@ -19,3 +19,7 @@ test:
 lint:
 	$(PYTHON) -m ruff check workers tests bench
 	$(PYTHON) -m mypy
+
+# The fault-injection suite alone (CI runs it inside `make test`); prints the scenario table.
+faults:
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/faults

@@ -75,6 +75,18 @@ async def test_repush_after_delete_in_one_batch_keeps_the_tag(engine: AsyncEngin
     assert await live_tags(engine) == {"a": D1}
 
 
+async def test_late_duplicate_after_delete_in_one_batch_changes_nothing(engine: AsyncEngine) -> None:
+    push_a, push_b = ev(Action.PUSH, tag="a", at=1), ev(Action.PUSH, tag="b", digest=D2, at=1)
+    await apply(engine, [push_a, push_b])
+    # A re-batched retry: the newer delete first, then the older push it deleted, in one batch.
+    delete_a, delete_d2 = ev(Action.DELETE, tag="a", at=2), ev(Action.DELETE, tag=None, digest=D2, at=2)
+    await apply(engine, [delete_a, push_a, delete_d2, push_b])
+    assert await live_tags(engine) == {}
+    async with session_factory(engine)() as session:
+        live = (await session.execute(select(Artifact.ref).where(Artifact.deleted_at.is_(None)))).scalars().all()
+    assert live == [D1]  # a tag delete leaves the manifest; the digest delete took D2
+
+
 async def test_tag_delete_event(engine: AsyncEngine) -> None:
     await apply(
         engine, [ev(Action.PUSH, tag="a", at=1), ev(Action.PUSH, tag="b", at=1)], [ev(Action.DELETE, tag="a", at=2)]

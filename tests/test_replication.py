@@ -43,7 +43,16 @@ from huaweicloudsdkswr.v2 import (
 )
 
 from tests.support import oci
-from tests.support.service import ADMIN_AK, ADMIN_SK, INGRESS_TOKEN, RunningService, running_service, service_settings
+from tests.support.metrics import sample
+from tests.support.service import (
+    ADMIN_AK,
+    ADMIN_SK,
+    INGRESS_TOKEN,
+    RunningService,
+    running_service,
+    service_settings,
+    wait_for,
+)
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
 from workers import cli
@@ -131,9 +140,21 @@ async def test_push_to_region_a_appears_in_region_b_with_the_same_digest(
     )
     assert [(r.remote_region_id, r.remote_namespace, r.sync_auto) for r in rules.body] == [("region-b", "dr", True)]
 
+    succeeded = sample("rw_replication_jobs_total", operation="copy", outcome="success")
+    copied_bytes, copied_blobs = (
+        sample("rw_replication_bytes_copied_total"),
+        sample("rw_replication_blobs_total", result="copied"),
+    )
     pushed = await oci.push_image(region_a.url, "team/app", "v1", layers=(300_000, 2_000))
     (job,) = await jobs_until_final(client, "app", 1)
     assert job.status == "success" and job.tag == "v1" and job.remote_region_id == "region-b"
+
+    async def counted() -> bool:  # the runner counts right after it writes the outcome
+        return sample("rw_replication_jobs_total", operation="copy", outcome="success") - succeeded == 1
+
+    await wait_for(counted)
+    assert sample("rw_replication_bytes_copied_total") - copied_bytes >= 302_000
+    assert sample("rw_replication_blobs_total", result="copied") - copied_blobs == 3  # two layers and the config
     copied = await manifest_in(region_b, "dr/app", "v1", auth=B_AUTH)
     assert copied is not None and copied[0] == pushed.manifest and copied[2] == pushed.digest
 

@@ -31,6 +31,7 @@ from huaweicloudsdkswr.v2 import (
 from sqlalchemy import update
 
 from tests.support import oci
+from tests.support.metrics import sample
 from tests.support.service import ADMIN_AK, ADMIN_SK, INGRESS_TOKEN, RunningService, running_service, service_settings
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
@@ -130,6 +131,13 @@ async def test_date_rule_deletes_old_tags_keeps_exceptions_and_restore_brings_th
     service: RunningService, registry: DistributionRegistry
 ) -> None:
     digests = await seed(service, registry, {"v1": 40, "v2": 35, "v3": 20, "v4": 10})
+    counters = (
+        "rw_retention_digests_deleted_total",
+        "rw_retention_tags_deleted_total",
+        "rw_retention_tags_restored_total",
+    )
+    before = {name: sample(name) for name in counters}
+    runs = sample("rw_retention_executions_total", mode="apply", outcome="succeeded")
     client = sdk(service)
     rule = Rule(template="date_rule", params={"days": "30"}, tag_selectors=[TagSelector(kind="label", pattern="v1")])
     created = await call(
@@ -158,6 +166,12 @@ async def test_date_rule_deletes_old_tags_keeps_exceptions_and_restore_brings_th
     assert status == 200, answer
     restored = await oci.get_manifest(registry.url, "team/app", "v2")
     assert restored is not None and restored[2] == digests["v2"]
+
+    async def run_counted() -> bool:
+        return sample("rw_retention_executions_total", mode="apply", outcome="succeeded") - runs >= 1
+
+    await eventually(run_counted)
+    assert {name: sample(name) - before[name] for name in counters} == dict.fromkeys(counters, 1)
     for action in ("system:tag:deleted", "system:image:restored"):  # both in the audit trail
         status, audit = await signed(service.url, "GET", f"/v3/iam/audit?action={action}")
         assert status == 200 and any(digests["v2"] in str(e) for e in audit["events"]), audit

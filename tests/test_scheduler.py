@@ -11,6 +11,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.metrics import sample
 from tests.support.service import running_service, service_settings, wait_for
 from tests.support.services import KafkaBroker
 from workers.config import KafkaSettings
@@ -50,8 +51,10 @@ async def test_two_replicas_dispatch_one_slot_once(engine: AsyncEngine, kafka: K
     try:
         replicas = [Dispatcher(session_factory(engine), p, topics.commands, lambda: NOW) for p in producers]
         sweep = next(s for s in schedules(settings) if s.job == SWEEP_HISTORY)
+        dispatched = sample("rw_scheduler_slots_dispatched_total", command=SWEEP_HISTORY)
         results = await asyncio.gather(*(r.dispatch_due(sweep) for r in replicas for _ in range(3)))
         assert len([r for r in results if r]) == 1
+        assert sample("rw_scheduler_slots_dispatched_total", command=SWEEP_HISTORY) - dispatched == 1
         # a later check, e.g. after a restart, finds the slot taken
         assert await replicas[1].dispatch_due(sweep) is None
     finally:

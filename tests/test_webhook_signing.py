@@ -177,6 +177,13 @@ def test_harbor_payload_follows_its_schema_and_reads_back(event: ImageEvent) -> 
     _same_image_event(back, event)
 
 
+def test_without_a_configured_registry_the_reference_has_no_host() -> None:
+    event = _event(Action.PUSH, tag="1.0.0", digest=DIGEST)
+    payload = harbor_payload(event, registry_host="")
+    assert _errors(HARBOR_SCHEMA, payload) == []
+    assert payload["event_data"]["resources"][0]["resource_url"] == f"{event.name}:1.0.0"
+
+
 @pytest.mark.parametrize("event", EVENTS)
 def test_cloudevents_payload_follows_its_schema_and_reads_back(event: ImageEvent) -> None:
     payload = cloudevents_payload(event, registry_host=HOST, source=SOURCE)

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(getattr(args, "config", None))
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if args.role in ("deliveries", "replay", "sync"):
             return run_command(args, settings)
         if args.role in ("iam", "audit"):

@@ -244,6 +244,7 @@ class Settings(_Frozen):
     instance_id: str = "local"
     ingress_max_body: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "INFO"
+    log_format: str = "json"  # one JSON object per line; "text" for humans
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
     clusters: dict[str, ClusterSettings] = Field(default_factory=dict)
     triggers: TriggerSettings = TriggerSettings()
@@ -302,6 +303,13 @@ class Settings(_Frozen):
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return value.upper()
 
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value.lower() not in {"json", "text"}:
+            raise ValueError("expected json or text")
+        return value.lower()
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:
@@ -339,6 +347,7 @@ ENV_KEYS: dict[str, str] = {
     "RW_INSTANCE_ID": "instance_id",
     "RW_INGRESS_MAX_BODY": "ingress_max_body",
     "RW_LOG_LEVEL": "log_level",
+    "RW_LOG_FORMAT": "log_format",
     "RW_HISTORY_RETENTION_DAYS": "history_retention_days",
     "RW_AUDIT_RETENTION_DAYS": "audit_retention_days",
     "RW_SWEEP_CRON": "sweep_cron",

@@ -33,3 +33,63 @@ EVENT_LATENCY = Histogram(
     ["kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# Triggers: deployment triggers and webhook deliveries (workers/triggers/delivery.py). `kind` is
+# the delivery kind (webhook, deployment); targets, URLs and repositories are never labels.
+_ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 300)
+DELIVERIES = Counter(
+    "rw_trigger_deliveries_total",
+    "Delivery attempts by outcome: delivered, retry_scheduled, deferred (circuit open), dead_lettered "
+    "(retries exhausted), failed (not retryable), disabled (410 Gone), cancelled.",
+    ["kind", "outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "rw_trigger_attempt_seconds",
+    "Duration of one delivery attempt (webhook call or workload update, rollout included), by kind.",
+    ["kind"],
+    buckets=_ATTEMPT_BUCKETS,
+)
+BREAKER_OPENS = Counter(
+    "rw_trigger_breaker_opens_total",
+    "Times a target's circuit breaker opened (or reopened after a failed probe), by delivery kind.",
+    ["kind"],
+)
+
+# Replication (workers/replication/runner.py).
+REPLICATION_JOBS = Counter(
+    "rw_replication_jobs_total",
+    "Replication job attempts by operation (copy, delete) and outcome: success, existed, failed, timeout, "
+    "retry_scheduled.",
+    ["operation", "outcome"],
+)
+REPLICATION_BYTES = Counter(
+    "rw_replication_bytes_copied_total", "Blob bytes uploaded to destination registries by finished copies."
+)
+REPLICATION_BLOBS = Counter(
+    "rw_replication_blobs_total",
+    "Blobs handled by finished copies, by result: copied, skipped (already there), mounted (from another repository).",
+    ["result"],
+)
+
+# Retention (workers/retention/runner.py, restore.py).
+RETENTION_EXECUTIONS = Counter(
+    "rw_retention_executions_total",
+    "Retention runs by mode (apply, dry_run) and outcome: succeeded, failed, aborted (blast-radius cap).",
+    ["mode", "outcome"],
+)
+RETENTION_DIGESTS_DELETED = Counter(
+    "rw_retention_digests_deleted_total", "Manifests (digests) retention deleted from the registry."
+)
+RETENTION_TAGS_DELETED = Counter(
+    "rw_retention_tags_deleted_total", "Tags removed with the manifests retention deleted."
+)
+RETENTION_TAGS_RESTORED = Counter(
+    "rw_retention_tags_restored_total", "Tags re-pushed from the retention trash by a restore."
+)
+
+# Scheduler (workers/scheduler/dispatcher.py).
+SLOTS_DISPATCHED = Counter(
+    "rw_scheduler_slots_dispatched_total",
+    "Schedule slots this replica claimed and published as a command, by command kind.",
+    ["command"],
+)

@@ -21,6 +21,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "SWR.0413", f"request body larger than {MAX_BODY} bytes")
     raw = await request.read()
+    if len(raw) > MAX_BODY:  # a chunked body has no Content-Length to refuse it by
+        raise ApiError(413, "SWR.0413", f"request body larger than {MAX_BODY} bytes")
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError as exc:
@@ -51,7 +53,7 @@ def string(
         raise bad_request(f"{field}: at most {max_length} characters")
     if choices is not None and value not in choices:
         raise bad_request(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):  # match's "$" accepts a trailing newline
         raise bad_request(f"{field}: {value!r} is not a valid name")
     return value
 

@@ -57,7 +57,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, f"SWR.0{exc.status}", exc.reason, _passthrough_headers(exc))
+        # aiohttp's own body limit says what the limit is in its text, not in its reason.
+        message = (exc.text or exc.reason) if isinstance(exc, web.HTTPRequestEntityTooLarge) else exc.reason
+        return error_response(exc.status, f"SWR.0{exc.status}", message, _passthrough_headers(exc))
     except TRANSIENT_DB_ERRORS as exc:  # a dependency (database, registry) is briefly unreachable
         log.warning("dependency unavailable serving %s %s: %r", request.method, request.path, exc)
         message = f"a dependency is unavailable ({type(exc).__name__}); retry later"

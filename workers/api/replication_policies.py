@@ -23,6 +23,7 @@ from workers.api.context import ApiContext
 from workers.api.errors import ApiError, bad_request, not_found
 from workers.api.instance import INSTANCE, instance_context, iso_time, query_int
 from workers.db.models import ReplicationExecution, ReplicationJob, ReplicationPolicy
+from workers.events import grammar
 from workers.maintenance.commands import RUN_REPLICATION_POLICY, Command
 from workers.replication import store
 from workers.replication.executions import registry_ids, start_execution, summarise
@@ -242,7 +243,10 @@ async def _apply(
     if policy.src_registry_id == policy.dest_registry_id:
         raise bad_request("dest_registry: must differ from src_registry")
     if given("dest_namespace"):
-        policy.dest_namespace = bodies.string(body, "dest_namespace", required=False, max_length=255)
+        namespace = bodies.string(body, "dest_namespace", required=False, max_length=255)
+        if namespace and ("/" in namespace or not grammar.is_repository_name(namespace)):
+            raise bad_request(f"dest_namespace: {namespace!r} is not a valid namespace")
+        policy.dest_namespace = namespace
     if given("filters"):
         try:
             parse_filters(body.get("filters"))
@@ -264,7 +268,7 @@ async def _apply(
 def _registry(raw: object, field: str, ids: dict[str, int]) -> int:
     known = set(ids.values())
     value = raw.get("id") if isinstance(raw, dict) else None
-    if not isinstance(value, int) or value not in known:
+    if not isinstance(value, int) or isinstance(value, bool) or value not in known:
         listing = ", ".join(f"{i} ({r})" for r, i in sorted(ids.items()))
         raise bad_request(f"{field}.id: expected a registry id: {listing or 'no regions configured'}")
     return value

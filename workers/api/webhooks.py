@@ -27,6 +27,7 @@ from workers.api.instance import INSTANCE, instance_context, iso_time, query_int
 from workers.api.webhook_bodies import policy_fields
 from workers.db import versions
 from workers.db.models import Delivery, Namespace, WebhookPolicy
+from workers.events import grammar
 from workers.secrets import mask
 from workers.triggers import store
 from workers.triggers.signing import new_signing_secret
@@ -53,6 +54,8 @@ routes = web.RouteTableDef()
 async def create_policy(request: web.Request) -> web.Response:
     ctx = instance_context(request)
     namespace = request.match_info["namespace_name"]
+    if "/" in namespace or not grammar.is_repository_name(namespace):
+        raise bad_request(f"namespace_name: {namespace!r} is not a valid namespace")
     fields = await policy_fields(await bodies.json_object(request), ctx, existing=None)
     secret = new_signing_secret()
     now = ctx.clock()

@@ -17,6 +17,7 @@ from workers.events.model import Action, ArtifactKind, ImageEvent, Source
 from workers.events.payload import PayloadError, artifact_kind, check_reference, raise_from_validation
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+MAX_SIZE = 2**63 - 1  # the inventory's BIGINT; larger sizes are no real blob
 
 _ACTIONS = {"push": Action.PUSH, "mount": Action.PUSH, "pull": Action.PULL, "delete": Action.DELETE}
 
@@ -30,8 +31,8 @@ class _Target(_Lenient):
     digest: str | None = None
     tag: str | None = None
     media_type: str | None = Field(default=None, alias="mediaType")
-    size: int | None = Field(default=None, ge=0)
-    length: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=MAX_SIZE)
+    length: int | None = Field(default=None, ge=0, le=MAX_SIZE)
     url: str | None = None
 
 
@@ -87,7 +88,7 @@ def _normalise_event(raw: dict[str, Any], index: int, region: str) -> ImageEvent
         digest=target.digest or None,
         media_type=target.media_type or None,
         size=target.size if target.size is not None else target.length,
-        occurred_at=_utc(event.timestamp),
+        occurred_at=_utc(event.timestamp, f"{field}.timestamp"),
         actor=(event.actor.name or None) if event.actor else None,
     )
 
@@ -100,5 +101,8 @@ def _kind(action: Action, target: _Target) -> ArtifactKind:
     return artifact_kind(target.media_type, target.url, target.tag)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _utc(value: datetime, field: str) -> datetime:
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is a time before year 1 in UTC
+        raise PayloadError(field, f"{value.isoformat()} is out of range in UTC") from None

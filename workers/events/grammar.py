@@ -14,7 +14,9 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+$")
-SHA256_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+# Registered algorithms (OCI image-spec, go-digest) have a fixed length of lower-case hex.
+REGISTERED_DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_LOWER_HEX = re.compile(r"^[a-f0-9]+$")
 MAX_NAME_LENGTH = 255
 
 # Docker Hub's convention: a single-segment repository lives in the "library" namespace.
@@ -32,7 +34,9 @@ def is_tag(value: str) -> bool:
 def is_digest(value: str) -> bool:
     if not DIGEST.fullmatch(value):
         return False
-    return not value.startswith("sha256:") or SHA256_DIGEST.fullmatch(value) is not None
+    algorithm, _, encoded = value.partition(":")
+    length = REGISTERED_DIGEST_LENGTHS.get(algorithm)
+    return length is None or (len(encoded) == length and _LOWER_HEX.fullmatch(encoded) is not None)
 
 
 def split_repository(name: str) -> tuple[str, str]:

@@ -99,7 +99,7 @@ def _normalise_cloudevent(body: Any, region: str, received_at: datetime) -> list
     action = CLOUDEVENT_TYPES.get(event.type)
     if action is None or event.data is None:
         return []
-    occurred_at = _utc(event.time) if event.time else received_at
+    occurred_at = _utc(event.time, "time") if event.time else received_at
     return _events(event.data, "data", action, region, occurred_at, event.operator, event.id, event.id)
 
 
@@ -157,6 +157,9 @@ def _tag_of(resource: _Resource) -> str | None:
     return tag
 
 
-def _utc(value: datetime) -> datetime:
+def _utc(value: datetime, field: str) -> datetime:
     # RFC 3339 requires an offset; a time without one is taken as UTC, never as local time.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is a time before year 1 in UTC
+        raise PayloadError(field, f"{value.isoformat()} is out of range in UTC") from None

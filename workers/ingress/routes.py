@@ -1,9 +1,10 @@
 """``POST /events/distribution`` and ``POST /events/harbor``.
 
-Each request is checked in this order — token (401), content type (415), size (413), JSON and
-schema (400) — then every event is normalised and produced to the image-events topic. The
-answer is 202 only after the broker acknowledged every event; when it does not, 503 with
-``Retry-After`` so that the registry retries and nothing is lost.
+Each request is checked in this order — token (401), content type (415), size (413), JSON
+(without NUL characters, which Postgres cannot store) and schema (400) — then every event is
+normalised and produced to the image-events topic. The answer is 202 only after the broker
+acknowledged every event; when it does not, 503 with ``Retry-After`` so that the registry
+retries and nothing is lost.
 """
 
 from __future__ import annotations
@@ -96,9 +97,25 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         if len(raw) > limit:
             raise _too_large(limit)
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "RW.INGRESS.INVALID_JSON", f"body: not valid JSON ({exc})") from None
+    if b"\\u0000" in raw:  # JSON spells NUL only as this escape: walk the body only then
+        _check_no_nul(body)
+    return body
+
+
+def _check_no_nul(body: Any) -> None:
+    """Refuse NUL characters in any key or string, naming where: Postgres text cannot hold them."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{key}" if path else key, item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+        if "\x00" in path or (isinstance(value, str) and "\x00" in value):
+            raise ApiError(400, "RW.INGRESS.INVALID_EVENT", f"{path or 'body'}: contains a NUL character (\\u0000)")
 
 
 def _too_large(limit: int) -> ApiError:

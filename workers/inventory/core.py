@@ -9,8 +9,9 @@ store can apply a whole batch with a handful of set-based statements:
   and, in the store, every tag that still points at it (Distribution deletes by digest);
 - a pull only moves ``pulled_at`` forward.
 
-Within a batch the last push or delete of a row wins; across batches the store compares
-``event_at`` so that a late duplicate never overwrites newer state.
+Within a batch the newest push or delete of a row wins (the later one of equal times), as the
+store decides across batches by comparing ``event_at``: a late duplicate never overwrites
+newer state, whether it arrives in a later batch or after the newer event in the same one.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def fold_events(events: Iterable[ImageEvent]) -> InventoryChanges:
             _fold_pull(changes, event)
         elif event.action is Action.PUSH:
             for write in _push_writes(event):
-                changes.writes[write.key] = write
+                _keep_newest(changes, write)
         else:
             _fold_delete(changes, event)
     return changes
@@ -92,14 +93,18 @@ def _push_writes(event: ImageEvent) -> list[RowWrite]:
 
 def _fold_delete(changes: InventoryChanges, event: ImageEvent) -> None:
     if event.tag:
-        write = _write(event, ref=event.tag, kind="tag", tag=event.tag, deleted=True)
-        changes.writes[write.key] = write
+        _keep_newest(changes, _write(event, ref=event.tag, kind="tag", tag=event.tag, deleted=True))
         return
     if event.digest:
         kind = "manifest" if event.kind is ArtifactKind.MANIFEST else "blob"
-        write = _write(event, ref=event.digest, kind=kind, tag=None, deleted=True)
-        changes.writes[write.key] = write
+        _keep_newest(changes, _write(event, ref=event.digest, kind=kind, tag=None, deleted=True))
         changes.digest_deletions.append(DigestDeletion(event.region, event.name, event.digest, event.occurred_at))
+
+
+def _keep_newest(changes: InventoryChanges, write: RowWrite) -> None:
+    current = changes.writes.get(write.key)
+    if current is None or current.event_at <= write.event_at:
+        changes.writes[write.key] = write
 
 
 def _fold_pull(changes: InventoryChanges, event: ImageEvent) -> None:

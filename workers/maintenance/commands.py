@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from workers.db.models import ImageEventRecord, ScheduleSlot
 from workers.errors import InvalidMessage
 from workers.iam.audit import sweep_audit
+from workers.logs import log_context
 from workers.runtime.flow import Record
 
 SCHEMA = "commands.v1"
@@ -87,7 +88,8 @@ class CommandRunner:
         for command in commands:
             handler = self._handlers.get(command.kind)
             if handler is not None:
-                await handler(command)
+                with log_context(execution_id=command.id):  # the slot or request id, until a run has its own
+                    await handler(command)
             async with self._sessions.begin() as session:
                 if command.kind == SWEEP_HISTORY:
                     days = int(command.params["days"])

@@ -19,10 +19,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workers import metrics
 from workers.config import Settings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.db.models import ReplicationJob
 from workers.iam.audit import IMAGE_SYNCED, record_system_action
+from workers.logs import context_with
 from workers.replication import store
 from workers.replication.clients import RegionClients
 from workers.replication.copy import CopyProgress, CopyResult, copy_image
@@ -94,7 +96,11 @@ class JobRunner:
         async with self._sessions() as session:
             claimed = await store.claim_jobs(session, self._clock(), self._lease, free, ids)
         for job in claimed:
-            task = asyncio.create_task(self._run_job(job), name=f"replication-{job.id}")
+            # The job's task carries it in its log context: every line it logs (uploads too) says which.
+            fields = context_with(
+                event_id=_event_id(job), repository=f"{job.namespace}/{job.repository}", execution_id=job.id
+            )
+            task = asyncio.create_task(self._run_job(job), name=f"replication-{job.id}", context=fields)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -118,6 +124,7 @@ class JobRunner:
                 log.exception("replication job %s failed unexpectedly", job.id)
                 await self._finish(job, store.FAILED, {"detail": f"internal error: {type(exc).__name__}"})
             else:
+                _count_copied(result)
                 await self._finish(job, _status(result), _counters(result, time.monotonic() - started))
 
     async def _copy(self, job: ReplicationJob) -> CopyResult:
@@ -174,6 +181,8 @@ class JobRunner:
                 detail=f"job {job.id} {job.operation} → {target}: {status}: {values.get('detail', '')}"[:4000],
             )
         await store.finish_job(self._sessions, job.id, status, values, self._clock(), also=audit)
+        outcome = status if status in store.FINAL_STATES else "retry_scheduled"
+        metrics.REPLICATION_JOBS.labels(job.operation, outcome).inc()
         if status in store.FINAL_STATES:
             log.info(
                 "replication job %s %s/%s:%s → %s: %s",
@@ -213,6 +222,19 @@ class _ProgressReporter:
     async def _write(self, progress: CopyProgress) -> bool:
         values = {"bytes_done": progress.bytes_done, "bytes_total": progress.bytes_total}
         return await store.record_progress(self._sessions, self._job_id, values, self._clock(), self._lease)
+
+
+def _event_id(job: ReplicationJob) -> str | None:
+    """The image event an event-driven job copies for (keys ``auto:{rule}:{event}``, ``policy:{id}:{event}``)."""
+    kind, _, rest = job.key.partition(":")
+    return (rest.partition(":")[2] or None) if kind in ("auto", "policy") else None
+
+
+def _count_copied(result: CopyResult) -> None:
+    metrics.REPLICATION_BYTES.inc(result.bytes_transferred)
+    metrics.REPLICATION_BLOBS.labels("copied").inc(result.blobs_copied)
+    metrics.REPLICATION_BLOBS.labels("skipped").inc(result.blobs_skipped)
+    metrics.REPLICATION_BLOBS.labels("mounted").inc(result.blobs_mounted)
 
 
 def _status(result: CopyResult) -> str:

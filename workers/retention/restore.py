@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workers import metrics
 from workers.db.models import RetentionTrash
 from workers.iam.audit import IMAGE_RESTORED, record_system_action
 from workers.replication.clients import RegionClients
@@ -58,4 +59,5 @@ async def restore(
             f"{namespace}/{repository}@{entry.digest}",
             f"re-pushed under tags {tags} (retention run {entry.run_id})",
         )
+    metrics.RETENTION_TAGS_RESTORED.inc(len(entry.tags))
     return entry

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from workers import metrics
 from workers.config import Settings
 from workers.db.models import (
     Artifact,
@@ -40,6 +41,7 @@ from workers.db.models import (
     RetentionTrash,
 )
 from workers.iam.audit import TAG_DELETED, record_system_actions, system_action_row
+from workers.logs import bind_log_context, log_context
 from workers.replication.clients import RegionClients
 from workers.replication.errors import NotFound, RegistryError
 from workers.replication.manifests import Manifest
@@ -127,6 +129,10 @@ class RetentionRunner:
         ``apply_run``: execute exactly the deletions that stored (dry-run) plan listed, minus any
         the rules no longer choose now (drift, reported in the run's detail).
         """
+        with log_context(execution_id=key):  # the run's own id once it has one
+            return await self._run(policy_id, key, trigger, dry_run=dry_run, apply_run=apply_run)
+
+    async def _run(self, policy_id: int, key: str, trigger: str, *, dry_run: bool, apply_run: int | None) -> int | None:
         now = self._clock()
         async with self._sessions.begin() as session:
             policy = await session.get(RetentionPolicy, policy_id)
@@ -136,6 +142,7 @@ class RetentionRunner:
             run = await _open_run(session, key, policy_id, trigger, dry_run, now)
             if run is None:
                 return None  # this slot or request already ran
+            bind_log_context(execution_id=run.id, repository=f"{policy.namespace}/{policy.repository or '*'}")
             plan = await self._plan(session, policy, now)
             drift = ""
             if apply_run is not None:
@@ -150,6 +157,7 @@ class RetentionRunner:
             stored = await session.get(RetentionRun, run.id)
             assert stored is not None
             stored.status, stored.detail, stored.finished_at = status, detail, self._clock()
+        metrics.RETENTION_EXECUTIONS.labels("dry_run" if dry_run else "apply", status).inc()
         log.info("retention run %s of policy %s: %s (%s)", run.id, policy_id, status, detail)
         return run.id
 
@@ -183,6 +191,8 @@ class RetentionRunner:
             done = [decision for (decision, _), outcome in zip(found, outcomes, strict=True) if outcome is True]
             await self._log(run, policy, done)
             deleted += len(done)
+            metrics.RETENTION_DIGESTS_DELETED.inc(len(done))
+            metrics.RETENTION_TAGS_DELETED.inc(sum(len(decision.tags) for decision in done))
         if failed:
             return "failed", f"deleted {deleted} digest(s); {len(failed)} failed: {failed[0]}"
         return "succeeded", f"deleted {deleted} digest(s)"

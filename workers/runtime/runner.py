@@ -38,6 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from workers import metrics
 from workers.config import KafkaSettings, WorkerSettings
 from workers.errors import InvalidMessage, TransientError
+from workers.logs import log_context
 from workers.runtime.deadletter import DeadLetters
 from workers.runtime.flow import Flow, Record
 from workers.runtime.kafka import consumer_options
@@ -215,6 +216,9 @@ class ConsumerRunner:
             try:
                 decoded.append((record, self.flow.decode(record)))
             except InvalidMessage as exc:
+                log.warning(
+                    "%s message %d/%d dead-lettered: %s", self.flow.kind, record.partition, record.offset, exc.reason
+                )
                 await self._dead_letter(record, exc.reason)
         if decoded:
             try:
@@ -230,12 +234,14 @@ class ConsumerRunner:
             latency.observe(max(0.0, now - record.timestamp_ms / 1000))
 
     async def _process_one_by_one(self, decoded: Iterable[tuple[Record, Any]]) -> None:
+        # The slow path after a failed batch: each message's log lines name its event (or command).
         for record, message in decoded:
-            try:
-                await self._retrying(self.flow.handle, [message])
-            except Exception as exc:
-                log.exception("%s message %s/%d dead-lettered", self.flow.kind, record.partition, record.offset)
-                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+            with log_context(event_id=getattr(message, "id", None), repository=getattr(message, "name", None)):
+                try:
+                    await self._retrying(self.flow.handle, [message])
+                except Exception as exc:
+                    log.exception("%s message %s/%d dead-lettered", self.flow.kind, record.partition, record.offset)
+                    await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         await self._retrying(self._dead_letters.send, record, self.flow.kind, reason)

@@ -23,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workers import metrics
 from workers.db.models import ScheduleSlot
 from workers.db.upsert import insert_for
 from workers.maintenance.commands import Command
@@ -82,7 +83,8 @@ class Dispatcher:
                 return None
             command = schedule.command(ident, slot_at)
             await self._producer.publish([OutgoingMessage(self._topic, schedule.job.encode(), command.encode())])
-        log.info("dispatched %s", ident)
+        metrics.SLOTS_DISPATCHED.labels(command.kind).inc()
+        log.info("dispatched %s", ident, extra={"execution_id": ident})
         return ident
 
     async def check_all(self, schedules: Sequence[Schedule]) -> None:

@@ -31,6 +31,7 @@ from workers.triggers.signing import webhook_headers
 from workers.triggers.store import AttemptRecord
 
 USER_AGENT = "registry-workers"
+GAVE_UP = "gave up after"  # how the detail of a delivery whose retries ran out starts
 POLICY_TTL_S = 1.0
 
 
@@ -200,7 +201,7 @@ class AttemptRunner:
         delay = next_delay(schedule, attempts_made, retry_after_s=retry_after_s, jitter=random.uniform(-1, 1))
         if delay is None:
             return AttemptRecord(
-                store.FAILED, f"gave up after {attempts_made} attempts; last: {detail}", status_code, latency_ms
+                store.FAILED, f"{GAVE_UP} {attempts_made} attempts; last: {detail}", status_code, latency_ms
             )
         when = now + timedelta(seconds=delay)
         return AttemptRecord(

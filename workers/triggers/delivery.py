@@ -20,12 +20,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workers import metrics
 from workers.config import TriggerSettings
 from workers.db.engine import TRANSIENT_DB_ERRORS
 from workers.db.models import Delivery
 from workers.iam.audit import record_system_actions
+from workers.logs import context_with
 from workers.triggers import store
-from workers.triggers.attempts import AttemptRunner, fired_row
+from workers.triggers.attempts import GAVE_UP, AttemptRunner, fired_row
 from workers.triggers.retry import CircuitBreaker
 from workers.triggers.store import AttemptRecord
 
@@ -121,7 +123,13 @@ class Deliverer:
             self._start(delivery)
 
     def _start(self, delivery: Delivery) -> None:
-        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+        # The attempt's task carries the delivery in its log context: every line it logs says which.
+        fields = context_with(
+            event_id=delivery.event_id,
+            repository=f"{delivery.namespace}/{delivery.repository}",
+            execution_id=delivery.id,
+        )
+        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}", context=fields)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -132,25 +140,30 @@ class Deliverer:
                 record = self._deferred_by_breaker(lane)
             else:
                 async with lane.slots:
+                    started = time.perf_counter()
                     record = await self._attempts.attempt(delivery, self._clock())
-                self._observe(lane, record)
+                    metrics.DELIVERY_SECONDS.labels(delivery.kind).observe(time.perf_counter() - started)
+                self._observe(lane, record, delivery.kind)
             await self._finish(delivery.id, record, delivery)
+            _report(delivery, record)
         except Exception:
             # The lease expires and another pass retries; never lose the delivery.
-            lane.breaker.record_failure(time.monotonic())  # also ends a half-open probe
+            _record_failure(lane, delivery.kind)  # also ends a half-open probe
             log.exception("delivery %s: attempt failed unexpectedly", delivery.id)
 
-    def _observe(self, lane: TargetLane, record: AttemptRecord) -> None:
+    def _observe(self, lane: TargetLane, record: AttemptRecord, kind: str) -> None:
         """Every attempt reports to the breaker, so a half-open probe always ends."""
-        now = time.monotonic()
         if record.status in (store.SUCCEEDED, store.CANCELLED):  # cancelled: nothing was sent
-            lane.breaker.record_success(now)
+            lane.breaker.record_success(time.monotonic())
         else:
-            lane.breaker.record_failure(now)
+            _record_failure(lane, kind)
 
     def _deferred_by_breaker(self, lane: TargetLane) -> AttemptRecord:
         now = time.monotonic()
-        wait_s = max(0.0, (lane.breaker.retry_at(now) or now) - now) + random.uniform(0, 1)
+        # While a half-open probe is in flight, retry_at is when it would be presumed lost (10 min);
+        # it reports within the request timeout, so look again after one cooldown at most.
+        wait_s = min(max(0.0, (lane.breaker.retry_at(now) or now) - now), self._settings.breaker_cooldown_s)
+        wait_s += random.uniform(0, 1)
         return AttemptRecord(
             status=store.PENDING,
             detail=f"target circuit open after repeated failures; next try in {wait_s:.0f} s",
@@ -201,3 +214,38 @@ class Deliverer:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
             for task in pending:  # their leases expire; another worker retries them
                 task.cancel()
+
+
+def delivery_outcome(delivery: Delivery, record: AttemptRecord) -> str:
+    """The ``outcome`` label of ``rw_trigger_deliveries_total`` for one attempt's record."""
+    if record.status == store.SUCCEEDED:
+        return "delivered"
+    if record.status == store.CANCELLED:
+        return "cancelled"
+    if record.status == store.PENDING:
+        return "retry_scheduled" if record.counts_as_attempt else "deferred"
+    if delivery.kind == "webhook" and record.status_code == 410:
+        return "disabled"
+    return "dead_lettered" if record.detail.startswith(GAVE_UP) else "failed"
+
+
+# Quiet when things work (the deliveries table and the audit trail keep every success).
+_OUTCOME_LEVELS = {"delivered": logging.DEBUG, "deferred": logging.DEBUG, "retry_scheduled": logging.INFO}
+
+
+def _report(delivery: Delivery, record: AttemptRecord) -> None:
+    """Count and log an attempt's outcome once it is written (the task's log context names the delivery)."""
+    outcome = delivery_outcome(delivery, record)
+    metrics.DELIVERIES.labels(delivery.kind, outcome).inc()
+    level = _OUTCOME_LEVELS.get(outcome, logging.WARNING if record.status == store.FAILED else logging.INFO)
+    if log.isEnabledFor(level):
+        log.log(level, "delivery %s (%s) %s: %s", delivery.id, delivery.kind, outcome, record.detail)
+
+
+def _record_failure(lane: TargetLane, kind: str) -> None:
+    """Report a failure to the lane's breaker; count it when that opens (or reopens) the circuit."""
+    opened_until = lane.breaker.open_until
+    lane.breaker.record_failure(time.monotonic())
+    if lane.breaker.open_until != opened_until:
+        metrics.BREAKER_OPENS.labels(kind).inc()
+        log.warning("circuit of %s target opened for %g s", kind, lane.breaker.cooldown_s)

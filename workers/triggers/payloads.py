@@ -86,13 +86,12 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
 
 def _event_data(event: ImageEvent, registry_host: str) -> dict[str, Any]:
     host = registry_host.removeprefix("https://").removeprefix("http://").rstrip("/")
-    if not host:
-        raise ValueError("registry host: must not be empty")
+    # With no registry configured for the region the reference has no host (as the SWR API shows it).
     resource = {
         "digest": event.digest,
         # Harbor repeats the digest as the tag of an untagged artifact.
         "tag": event.tag or event.digest,
-        "resource_url": f"{host}/{_reference(event)}",
+        "resource_url": f"{host}/{_reference(event)}" if host else _reference(event),
     }
     return {
         "resources": [resource],
