@@ -476,3 +476,26 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
     with contextlib.redirect_stdout(buffer):
         code = cli.main(argv)
     return code, buffer.getvalue()
+
+
+async def test_a_slow_attempt_keeps_its_lease_so_another_worker_never_sends_it_again(
+    kafka: KafkaBroker,
+    postgres_url: str,
+    topic_prefix: str,
+    registry: DistributionRegistry,
+    kube: KubeApiServer,
+    receiver: WebhookReceiver,
+) -> None:
+    """The attempt outlives the 3 s lease; renewal keeps it, while a second worker polls for due work."""
+    receiver.default = Answer(delay_s=6.0)
+    extra = trigger_settings(registry.url, kube, lease_s=3)
+    first = service_settings(postgres_url, kafka.bootstrap, topic_prefix, **extra)
+    second = service_settings(postgres_url, kafka.bootstrap, topic_prefix, **extra)
+    async with running_service(first) as service, running_service(second, role="worker"):
+        policy_id, _ = await create_policy(service, f"{receiver.url}/slow")
+        await post_push(service, "lease1", "evt-lease-1")
+        await receiver.wait_for(1)
+        await asyncio.sleep(8.0)  # > 2 leases: an unrenewed row would have been claimed and sent again
+        assert len(receiver.received) == 1
+        [job] = await jobs(service, policy_id)
+        assert job["status"] == "Success", job

@@ -116,6 +116,9 @@ class TriggerSettings(_Frozen):
     image_format: str = "{registry}/{name}:{tag}@{digest}"
     verify_rollout: bool = False
     rollout_timeout_s: float = Field(default=300.0, gt=0)
+    # A delivery in flight stays this worker's while it renews the lease (every third of it); a
+    # killed worker's deliveries are taken over after this.
+    lease_s: float = Field(default=30.0, ge=3, le=3600)
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

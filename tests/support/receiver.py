@@ -48,6 +48,10 @@ class WebhookReceiver:
     def script(self, answers: Sequence[Answer]) -> None:
         self._script = list(answers)
 
+    def answer_for(self, request: web.Request) -> Answer:
+        """The answer once the script is used up: ``default``; a subclass may decide per request."""
+        return self.default
+
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
         async with self._arrived:
             await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.received) >= count), timeout_s)
@@ -55,7 +59,7 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        answer = self._script.pop(0) if self._script else self.default
+        answer = self._script.pop(0) if self._script else self.answer_for(request)
         async with self._arrived:
             self.received.append(Received(request.path, dict(request.headers), body, time.time()))
             self._arrived.notify_all()

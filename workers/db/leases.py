@@ -49,3 +49,14 @@ async def claim_due(
     rows: list[Row] = list(claimed.all())
     await session.commit()
     return rows
+
+
+async def renew(session: AsyncSession, model: type[Row], ids: Sequence[int], until: datetime) -> None:
+    """Extend the lease of rows this process still runs (rows finished meanwhile are left alone)."""
+    table: Any = model
+    await session.execute(
+        update(table)
+        .where(table.id.in_(ids), table.status == RUNNING)
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from workers import metrics
 from workers.config import TriggerSettings
@@ -74,7 +75,8 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[_Outcome] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._lease = timedelta(seconds=max(120.0, settings.rollout_timeout_s + settings.total_timeout_s + 60.0))
+        self._lease = timedelta(seconds=settings.lease_s)
+        self._leased: set[int] = set()  # deliveries whose attempt or outcome write is under way here
 
     @property
     def lease(self) -> timedelta:
@@ -93,6 +95,7 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: claim and start due work; then let attempts in flight finish (bounded)."""
+        renewer = asyncio.create_task(self._renew_leases(), name="delivery-leases")
         try:
             while not stop.is_set():
                 ids = await self._next_wakeup(stop)
@@ -100,7 +103,21 @@ class Deliverer:
                     await self._claim_and_start(ids)
         finally:
             await self._drain()
+            renewer.cancel()
             await self._attempts.close()
+
+    async def _renew_leases(self) -> None:
+        """Every third of the lease, extend it for everything in flight here (one statement)."""
+        interval = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not self._leased:
+                continue
+            try:
+                async with self._sessions.begin() as session:
+                    await store.renew_leases(session, sorted(self._leased), self._clock() + self._lease)
+            except TRANSIENT_DB_ERRORS as exc:  # the next renewal tries again; past the lease, another worker may
+                log.warning("renewing %d delivery lease(s) failed: %r", len(self._leased), exc)
 
     async def _next_wakeup(self, stop: asyncio.Event) -> list[int] | None:
         """Ids handed over by the matcher, or None when it is time to poll the database."""
@@ -131,7 +148,9 @@ class Deliverer:
         )
         task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}", context=fields)
         self._tasks.add(task)
+        self._leased.add(delivery.id)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._leased.discard(delivery.id))
 
     async def _attempt(self, delivery: Delivery) -> None:
         lane = self._lane(self._attempts.target_key(delivery))
@@ -184,22 +203,35 @@ class Deliverer:
                 asyncio.get_running_loop().call_later(max(delay, 0.0), self.wake, [delivery_id])
 
     async def _flush_outcomes(self) -> None:
-        """One transaction for every outcome queued meanwhile: a commit per batch, not per delivery."""
+        """One transaction for every outcome queued meanwhile: a commit per batch, not per delivery.
+
+        A database outage is waited out (the request was sent: record it, do not send it again);
+        the leases stay renewed meanwhile.
+        """
         while self._outcomes:
             await asyncio.sleep(OUTCOME_BATCH_WAIT_S)  # let attempts finishing together join
             batch, self._outcomes = self._outcomes, []
             try:
-                async with self._sessions.begin() as session:
-                    now = self._clock()
-                    await store.finish_attempts(session, [(o.delivery_id, o.record) for o in batch], now)
-                    audit = [fired_row(o.delivery, o.record) for o in batch if o.delivery is not None]
-                    await record_system_actions(session, [row for row in audit if row is not None])  # same commit
-            except Exception as exc:  # the leases expire and the attempts run again
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
+                    wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._write_outcomes(batch)
+            except Exception as exc:  # not transient: the leases expire and the attempts run again
                 for outcome in batch:
                     outcome.done.set_exception(exc)
             else:
                 for outcome in batch:
                     outcome.done.set_result(None)
+
+    async def _write_outcomes(self, batch: list[_Outcome]) -> None:
+        async with self._sessions.begin() as session:
+            now = self._clock()
+            await store.finish_attempts(session, [(o.delivery_id, o.record) for o in batch], now)
+            audit = [fired_row(o.delivery, o.record) for o in batch if o.delivery is not None]
+            await record_system_actions(session, [row for row in audit if row is not None])  # same commit
 
     def _lane(self, key: str) -> TargetLane:
         lane = self._lanes.get(key)

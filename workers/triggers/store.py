@@ -125,6 +125,11 @@ async def claim_due(
     return await leases.claim_due(session, Delivery, PENDING, now, lease, limit, ids)
 
 
+async def renew_leases(session: AsyncSession, ids: Sequence[int], until: datetime) -> None:
+    """Keep deliveries in flight this worker's (their attempt or its outcome write is under way)."""
+    await leases.renew(session, Delivery, ids, until)
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """What one attempt did, and what happens next (``next_attempt_at`` None: final)."""
