@@ -22,6 +22,7 @@ from workers.api.authn import principal_of
 from workers.api.context import ApiContext
 from workers.api.errors import ApiError, bad_request, not_found
 from workers.api.instance import INSTANCE, instance_context, iso_time, query_int
+from workers.db import versions
 from workers.db.models import ReplicationExecution, ReplicationJob, ReplicationPolicy
 from workers.events import grammar
 from workers.maintenance.commands import RUN_REPLICATION_POLICY, Command
@@ -67,6 +68,7 @@ async def create_policy(request: web.Request) -> web.Response:
         async with ctx.sessions.begin() as session:
             await _apply(ctx, session, policy, body, creating=True)
             session.add(policy)
+            await versions.bump(session, versions.REPLICATION_RULES)
     except IntegrityError:
         raise ApiError(409, "SWR.0409", f"replication policy {policy.name!r} already exists") from None
     return web.json_response({"id": policy.id}, status=201)
@@ -115,6 +117,7 @@ async def update_policy(request: web.Request) -> web.Response:
             policy = await _find(session, request)
             await _apply(ctx, session, policy, body, creating=False)
             policy.updated_at = ctx.clock()
+            await versions.bump(session, versions.REPLICATION_RULES)
     except IntegrityError:
         raise ApiError(409, "SWR.0409", "a replication policy with that name already exists") from None
     return web.json_response({})
@@ -126,6 +129,7 @@ async def delete_policy(request: web.Request) -> web.Response:
     async with ctx.sessions.begin() as session:
         policy = await _find(session, request)
         await session.delete(policy)
+        await versions.bump(session, versions.REPLICATION_RULES)
     return web.json_response({})
 
 

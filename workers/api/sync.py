@@ -21,6 +21,7 @@ from workers.api.authn import principal_of
 from workers.api.context import ApiContext, api_context
 from workers.api.errors import ApiError, bad_request, not_found
 from workers.api.paging import content_range, list_params, page_of
+from workers.db import versions
 from workers.db.models import ReplicationJob, SyncRule
 from workers.events import grammar
 from workers.maintenance.commands import RECONCILE_REPLICATION, Command
@@ -77,6 +78,7 @@ async def create_sync_rule(request: web.Request) -> web.Response:
     try:
         async with ctx.sessions.begin() as session:
             session.add(rule)
+            await versions.bump(session, versions.REPLICATION_RULES)
     except IntegrityError:
         raise ApiError(409, "SWR.0409", f"a sync rule to {region}/{remote_namespace} already exists") from None
     return web.json_response({}, status=201)
@@ -113,6 +115,7 @@ async def delete_sync_rule(request: web.Request) -> web.Response:
                 SyncRule.remote_namespace == remote_namespace,
             )
         )
+        await versions.bump(session, versions.REPLICATION_RULES)
     if not getattr(result, "rowcount", 0):
         raise not_found(f"no sync rule of {namespace}/{repository} to {region}/{remote_namespace}")
     return web.json_response({})

@@ -11,6 +11,7 @@ from workers.db.upsert import insert_for
 
 VERSIONS: Table = RuleVersion.__table__  # type: ignore[assignment]
 TRIGGER_RULES = "triggers"  # deployment triggers and webhook policies
+REPLICATION_RULES = "replication"  # automatic sync rules and replication policies
 
 
 async def bump(session: AsyncSession, kind: str) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workers.db import versions
 from workers.db.models import ReplicationPolicy, SyncRule
 from workers.events.model import ImageEvent
 from workers.replication.executions import region_of, registry_ids, start_execution
@@ -22,8 +23,33 @@ from workers.replication.runner import JobRunner
 from workers.replication.store import JobRequest, queue_jobs
 
 
+class ReplicationRuleCache:
+    """Automatic sync rules and event-based policies, reloaded only when their version moved.
+
+    The API bumps ``rule_versions['replication']`` with every change, so a batch costs one
+    primary-key lookup — and no transaction at all when nothing matches.
+    """
+
+    def __init__(self, local_region: str) -> None:
+        self._region = local_region
+        self._version = -1
+        self._rules: tuple[list[AutoSyncRule], list[EventPolicy]] = ([], [])
+
+    async def rules(self, session: AsyncSession) -> tuple[list[AutoSyncRule], list[EventPolicy]]:
+        version = await versions.current(session, versions.REPLICATION_RULES)
+        if version != self._version:
+            rows = await session.scalars(select(SyncRule).where(SyncRule.sync_auto))
+            auto = [
+                AutoSyncRule(r.id, r.namespace, r.repository, r.remote_region, r.remote_namespace, r.override)
+                for r in rows
+            ]
+            self._rules = (auto, await _event_policies(session, self._region))
+            self._version = version
+        return self._rules
+
+
 class AutoSyncMatcher:
-    """Queues one job per automatic sync rule of each pushed repository."""
+    """Queues one job per automatic sync rule of each pushed repository, and event-based policy tasks."""
 
     def __init__(
         self,
@@ -36,19 +62,20 @@ class AutoSyncMatcher:
         self._runner = runner
         self._region = local_region
         self._clock = clock
+        self._cache = ReplicationRuleCache(local_region)
 
     async def __call__(self, events: Sequence[ImageEvent]) -> None:
+        async with self._sessions.begin() as session:
+            rules, policies = await self._cache.rules(session)
         namespaces = {event.namespace for event in events}
+        auto_jobs = plan_auto_sync(events, [r for r in rules if r.namespace in namespaces], self._region)
+        policy_jobs = plan_policy_events(events, policies, self._region)
+        if not auto_jobs and not policy_jobs:
+            return
         now = self._clock()
         async with self._sessions.begin() as session:
-            rows = await session.scalars(select(SyncRule).where(SyncRule.sync_auto, SyncRule.namespace.in_(namespaces)))
-            rules = [
-                AutoSyncRule(r.id, r.namespace, r.repository, r.remote_region, r.remote_namespace, r.override)
-                for r in rows
-            ]
-            created = await queue_jobs(session, plan_auto_sync(events, rules, self._region), now)
-            policies = await _event_policies(session, self._region)
-            for policy_id, requests in plan_policy_events(events, policies, self._region).items():
+            created = await queue_jobs(session, auto_jobs, now)
+            for policy_id, requests in policy_jobs.items():
                 created += await _queue_execution(session, policy_id, requests, now)
         self._runner.wake(created)
 
