@@ -51,5 +51,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _REPORTED:
         return
     terminalreporter.section("fault-injection scenarios")
-    for line in report_table(_REPORTED):
+    for line in report_table(sorted(_REPORTED, key=lambda row: row.scenario)):
         terminalreporter.write_line(line)

@@ -230,6 +230,7 @@ async def ready(http: aiohttp.ClientSession, service: RunningService) -> bool:
 async def test_bad_input_gets_clear_4xx_and_has_no_effect(
     service: RunningService, engine: AsyncEngine, topic_prefix: str, fault_report: ScenarioCounts
 ) -> None:
+    fault_report.scenario = "5. bad-input corpus (ingress + API)"
     cases = corpus()
     topic_names = Topics.from_prefix(topic_prefix)
     topics = topic_names.all()

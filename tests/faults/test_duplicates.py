@@ -314,6 +314,7 @@ async def test_duplicated_and_replayed_envelopes_have_one_effect_each(
     topic_prefix: str,
     fault_report: ScenarioCounts,
 ) -> None:
+    fault_report.scenario = "4. duplicated + replayed envelopes x3"
     topics = Topics.from_prefix(topic_prefix)
     async with (
         WebhookReceiver() as receiver,

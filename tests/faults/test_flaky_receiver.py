@@ -121,6 +121,7 @@ async def post_events(base_url: str, events: list[dict[str, Any]]) -> None:
 async def test_flaky_receiver_every_delivery_ends_delivered_or_dead_lettered(
     kafka: KafkaBroker, postgres_url: str, topic_prefix: str, receiver: FlakyReceiver, fault_report: ScenarioCounts
 ) -> None:
+    fault_report.scenario = "2. receiver 30 % 5xx + 10 % timeouts"
     triggers = {
         "allowed_networks": ["127.0.0.0/8"],
         "total_timeout_s": TOTAL_TIMEOUT_S,

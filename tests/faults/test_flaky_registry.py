@@ -94,6 +94,7 @@ async def test_flaky_registry_every_replication_ends_copied_or_failed(
     fault_report: ScenarioCounts,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    fault_report.scenario = "3. registry behind a faulty proxy + killed copy"
     source, destination = registries
     regions = {
         "region-a": {"registry": source.url, "insecure": True},
