@@ -497,8 +497,12 @@ def cpu_meter(up: pipeline.ServiceProcess, receiver: ReceiverProcess, pg: Postgr
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
     broker_pid = broker.pid or 0
     services = [up, *extra]
+    names = ("api", "worker", "worker 2", "worker 3")[: len(services)] if extra else ()
+    parts = {f"  of which {name}": (lambda pid=service.pid: pipeline.process_cpu_s(pid))
+             for name, service in zip(names, services, strict=False)}  # fmt: skip
     return pipeline.CpuMeter({
         SERVICE: lambda: sum(pipeline.process_cpu_s(service.pid) for service in services),
+        **parts,
         "Postgres": lambda: pipeline.tree_cpu_s(postmaster),
         "broker": lambda: pipeline.process_cpu_s(broker_pid),
         "receiver": lambda: pipeline.process_cpu_s(receiver.pid),
@@ -553,6 +557,7 @@ class Running:
     sampler: WindowSampler
     database_url: str
     metrics_listen: str = ""  # the process whose /metrics has the consumers (the worker when split)
+    profile_pid: int = 0  # the process --profile samples (the worker when split)
 
 
 async def measure(args: argparse.Namespace, running: Running, report: Report) -> None:
@@ -615,7 +620,7 @@ async def measured_run(
     flows_before = await scrape_flows(running.metrics_listen or up.listen)
     running.meter.start()
     window = time.perf_counter()
-    running.sampler.attach(up.pid)
+    running.sampler.attach(running.profile_pid or up.pid)
     sent = await send_at_rate(http, f"http://{up.listen}/events/distribution", batch.bodies, args.rate, args.inflight)
     expected += sum(1 for s in sent if s.status == 202)
     await wait_delivered(running.receiver, http, expected, up, DELIVERY_TIMEOUT_S + 3 * args.duration)
@@ -663,7 +668,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
     stack.callback(sampler.finish)
     report = Report(args)
     running = Running(up, receiver, cpu_meter(up, receiver, pg, broker, extra), sampler, database_url,
-                      metrics_listen=extra[0].listen if extra else up.listen)  # fmt: skip
+                      metrics_listen=extra[0].listen if extra else up.listen,
+                      profile_pid=extra[0].pid if extra else up.pid)  # fmt: skip
     asyncio.run(measure(args, running, report))
     if sampler.output is not None and sampler.output.exists():
         summary = pipeline.summarise_profile(sampler.output)

@@ -109,7 +109,7 @@ class TriggerSettings(_Frozen):
     total_timeout_s: float = Field(default=15.0, gt=0, le=600)
     # Delay before each attempt, in seconds: the Standard Webhooks schedule (first is immediate).
     retry_schedule_s: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
-    concurrency_per_target: int = Field(default=16, ge=1, le=256)
+    concurrency_per_target: int = Field(default=64, ge=1, le=256)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     # How a deployment trigger writes the image: {registry} {name} {tag} {digest}.
