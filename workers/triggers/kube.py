@@ -24,17 +24,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yaml
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config import load_kube_config
-from kubernetes_asyncio.config.config_exception import ConfigException
 
 from workers.config import ClusterSettings
+
+# kubernetes_asyncio costs ~40 MB of memory to import: only processes that talk to a cluster pay it.
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient, Configuration
+    from kubernetes_asyncio.client.exceptions import ApiException
 
 __all__ = [
     "WORKLOAD_KINDS",
@@ -268,6 +268,9 @@ def _image_patch(kind: str, images: Mapping[str, str], resource_version: str) ->
 
 async def _call(client: ApiClient, ref: WorkloadRef, patch: Json | None = None) -> Json:
     """GETs the workload, or PATCHes it; returns the object as the API's JSON (camelCase keys)."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio.client.exceptions import ApiException
+
     group, suffix = _OPERATIONS[ref.kind]
     api = k8s.AppsV1Api(client) if group == "apps" else k8s.BatchV1Api(client)
     verb = "GET" if patch is None else "PATCH"
@@ -356,6 +359,9 @@ class ClusterClients:
         self._ca_files.clear()
 
     async def _connect(self, key: str, settings: ClusterSettings) -> ApiClient:
+        from kubernetes_asyncio.client import ApiClient
+        from kubernetes_asyncio.config.config_exception import ConfigException
+
         try:
             return ApiClient(configuration=await self._configuration(settings))
         except (OSError, ValueError, ConfigException, yaml.YAMLError) as exc:
@@ -365,6 +371,9 @@ class ClusterClients:
             ) from exc
 
     async def _configuration(self, settings: ClusterSettings) -> Configuration:
+        from kubernetes_asyncio.client import Configuration
+        from kubernetes_asyncio.config import load_kube_config
+
         configuration = Configuration()
         if settings.kubeconfig is not None:
             await load_kube_config(
