@@ -684,7 +684,7 @@ def profile_path(args: argparse.Namespace, workdir: Path) -> Path | None:
     if shutil.which("py-spy") is None:
         print("--profile: py-spy is not installed; running without it", file=sys.stderr)
         return None
-    return workdir / "up-profile.folded"
+    return pipeline.RESULTS_DIR / "triggers-profile.folded" if args.keep_profile else workdir / "up-profile.folded"
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -798,6 +798,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--policies", type=int, default=100, help="webhook policies (one namespace each)")
     parser.add_argument("--inflight", type=int, default=64, help="max concurrent POSTs")
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
+    parser.add_argument("--keep-profile", action="store_true", help="keep the raw stacks in bench/results")
     parser.add_argument("--split", action="store_true", help="run `api` and `worker` processes instead of one `up`")
     parser.add_argument("--output", type=Path, default=pipeline.RESULTS_DIR / "triggers.md")
     parser.add_argument("--origins", type=int, default=1, help="receiver ports the policies' targets spread over")

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 import requests  # type: ignore[import-untyped]
 
+from tests.support.fleet import CLI, clean_env, wait_http
 from tests.support.services import KafkaBroker, PostgresServer, free_port
 from workers.config import KafkaSettings
 from workers.db.engine import create_engine
@@ -25,28 +26,6 @@ from workers.db.migrate import upgrade_to_head
 from workers.events.model import Action, ArtifactKind, ImageEvent, Source, encode_event
 from workers.runtime.kafka import Topics, ensure_topics
 from workers.runtime.producer import KafkaProducer, OutgoingMessage
-
-CLI = [sys.executable, "-m", "workers"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RW_")}
-    env.update(extra)
-    return env
-
-
-def wait_http(url: str, timeout: float = 30.0) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            response = requests.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(url)
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -159,6 +159,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
         previous = orjson.loads(ctx.secret_box.decrypt(policy.signing_secrets))[:1]
         policy.signing_secrets = ctx.secret_box.encrypt(orjson.dumps([secret, *previous]).decode())
         policy.updated_at = ctx.clock()
+        await versions.bump(session, versions.TRIGGER_RULES)  # deliverers drop their cached secrets
     return web.json_response({"id": policy.id, "signing_secret": secret}, status=201)
 
 

@@ -26,14 +26,16 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     """An engine for Postgres (asyncpg) or SQLite (aiosqlite). Called once per process."""
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url)
     return create_async_engine(
         database_url,
+        # A pool as large as the process's concurrency: overflow connections are opened and closed
+        # per checkout, which under steady load costs more than keeping them.
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size // 4,
         # No pre-ping: it costs three round trips per checkout (most of a small transaction);
         # a connection that died is invalidated by its error, which the callers retry as transient.
         pool_pre_ping=False,

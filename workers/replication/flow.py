@@ -65,7 +65,9 @@ class AutoSyncMatcher:
         self._cache = ReplicationRuleCache(local_region)
 
     async def __call__(self, events: Sequence[ImageEvent]) -> None:
-        async with self._sessions.begin() as session:
+        async with self._sessions() as session:
+            # Read-only and usually one primary-key lookup: no BEGIN/COMMIT round trips around it.
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             rules, policies = await self._cache.rules(session)
         namespaces = {event.namespace for event in events}
         auto_jobs = plan_auto_sync(events, [r for r in rules if r.namespace in namespaces], self._region)

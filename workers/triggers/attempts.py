@@ -45,6 +45,8 @@ class AttemptRunner:
         self._http = WebhookClient(settings.triggers)
         self._clusters = ClusterClients(settings.clusters)
         self._policies: dict[int, _PolicySnapshot] = {}
+        self._policies_version = -1
+        self._policies_checked_at = -POLICY_TTL_S
 
     def target_key(self, delivery: Delivery) -> str:
         """The isolation unit: a webhook receiver's origin, or a cluster."""
@@ -65,25 +67,37 @@ class AttemptRunner:
     # --- webhooks ---
 
     async def _policy(self, policy_id: int | None) -> _PolicySnapshot | None:
-        """The policy with its secrets decrypted, read at most every ``POLICY_TTL_S`` per policy.
+        """The policy with its secrets decrypted, read once and kept while the rules' version stands.
 
-        At hundreds of deliveries a second, reading and decrypting the policy for every attempt
-        would cost a database round trip each; a rotated secret or edited target applies to
-        attempts starting ``POLICY_TTL_S`` later at most (a 410 invalidates at once).
+        Every change to a policy (targets, secrets, deletion) bumps ``rule_versions['triggers']``;
+        the version is read at most every ``POLICY_TTL_S`` for all policies together, so an edit
+        applies to attempts starting ``POLICY_TTL_S`` later at most (a 410 invalidates at once),
+        at one query a second instead of one per policy.
         """
         if policy_id is None:
             return None
+        await self._revalidate_policies()
         cached = self._policies.get(policy_id)
-        if cached is not None and time.monotonic() - cached.read_at < POLICY_TTL_S:
+        if cached is not None:
             return cached
         async with self._sessions() as session:
             policy = await session.get(WebhookPolicy, policy_id)
-        snapshot = None if policy is None else _PolicySnapshot.of(policy, self._box)
-        if snapshot is None:
-            self._policies.pop(policy_id, None)
-        else:
-            self._policies[policy_id] = snapshot
+        if policy is None:
+            return None
+        snapshot = _PolicySnapshot.of(policy, self._box)
+        self._policies[policy_id] = snapshot
         return snapshot
+
+    async def _revalidate_policies(self) -> None:
+        now = time.monotonic()
+        if now - self._policies_checked_at < POLICY_TTL_S:
+            return
+        self._policies_checked_at = now  # before the await: concurrent attempts do not query too
+        async with self._sessions() as session:
+            version = await versions.current(session, versions.TRIGGER_RULES)
+        if version != self._policies_version:
+            self._policies.clear()
+            self._policies_version = version
 
     async def _webhook(self, delivery: Delivery, now: datetime) -> AttemptRecord:
         try:
@@ -233,7 +247,6 @@ class _PolicySnapshot:
     secrets: tuple[str, ...]
     auth_headers: dict[int, tuple[str, str]]
     retry_schedule_s: tuple[float, ...] | None
-    read_at: float
 
     @classmethod
     def of(cls, policy: WebhookPolicy, box: SecretBox) -> _PolicySnapshot:
@@ -249,7 +262,6 @@ class _PolicySnapshot:
             secrets=tuple(orjson.loads(box.decrypt(policy.signing_secrets))),
             auth_headers=auth,
             retry_schedule_s=tuple(policy.retry_schedule_s) if policy.retry_schedule_s else None,
-            read_at=time.monotonic(),
         )
 
     def target(self, index: int | None) -> dict[str, Any] | None:
