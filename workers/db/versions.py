@@ -3,7 +3,7 @@ cache parsed rules read it (one primary-key lookup) and reload only when it move
 
 from __future__ import annotations
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db.models import RuleVersion
@@ -20,5 +20,8 @@ async def bump(session: AsyncSession, kind: str) -> None:
     await session.execute(stmt.on_conflict_do_update(index_elements=["kind"], set_={"version": VERSIONS.c.version + 1}))
 
 
+_CURRENT = select(RuleVersion.version).where(RuleVersion.kind == bindparam("kind"))  # built once: read per batch
+
+
 async def current(session: AsyncSession, kind: str) -> int:
-    return int(await session.scalar(select(RuleVersion.version).where(RuleVersion.kind == kind)) or 0)
+    return int(await session.scalar(_CURRENT, {"kind": kind}) or 0)

@@ -248,6 +248,12 @@ class ConsumerRunner:
         metrics.EVENTS_DEAD_LETTERED.labels(self.flow.kind).inc()
 
     async def _retrying(self, func: Any, *args: Any) -> None:
+        try:  # the usual case, without building a retry loop per batch
+            await func(*args)
+            return
+        except self._transient as exc:
+            metrics.RETRIES.labels(self.flow.kind).inc()
+            log.warning("%s: transient failure (%r); retrying", self.flow.kind, exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(self._transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),

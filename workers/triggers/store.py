@@ -82,10 +82,14 @@ async def record_deliveries(
     """
     if not planned:
         return []
-    rows = [_delivery_row(p, now, lease) for p in {p.key: p for p in planned}.values()]
-    stmt = insert_for(session, DELIVERIES).on_conflict_do_nothing(index_elements=["key"]).returning(*DELIVERIES.c)
-    result = await session.execute(stmt, rows)
-    return [Delivery(**row._mapping) for row in result.all()]
+    rows = {p.key: _delivery_row(p, now, lease) for p in planned}
+    stmt = (
+        insert_for(session, DELIVERIES)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(DELIVERIES.c.id, DELIVERIES.c.key)  # not the payloads just sent
+    )
+    result = await session.execute(stmt, list(rows.values()))
+    return [Delivery(id=row.id, **rows[row.key]) for row in result.all()]
 
 
 def _delivery_row(p: PlannedDelivery, now: datetime, lease: timedelta | None) -> dict[str, Any]:
