@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,3 +46,84 @@ async def test_recorded_deliveries_come_back_leased_and_a_replayed_key_is_skippe
         stored = {d.key: d.id for d in (await session.scalars(select(Delivery))).all()}
         assert await session.scalar(select(func.count()).select_from(Delivery)) == 3
     assert {d.key: d.id for d in [*first, *again]} == stored
+
+
+def test_deadlocks_and_serialization_failures_are_retryable_conflicts() -> None:
+    from asyncpg.exceptions import DeadlockDetectedError, SerializationError, UniqueViolationError
+    from sqlalchemy.exc import DBAPIError
+
+    from workers.db.engine import is_retryable_conflict
+
+    class Adapted(Exception):  # what SQLAlchemy's asyncpg adapter puts in ``orig``
+        sqlstate = "40P01"
+
+    assert is_retryable_conflict(DeadlockDetectedError("deadlock detected"))
+    assert is_retryable_conflict(SerializationError("could not serialize"))
+    assert is_retryable_conflict(DBAPIError("UPDATE deliveries ...", None, Adapted()))
+    assert not is_retryable_conflict(UniqueViolationError("duplicate key"))
+    assert not is_retryable_conflict(ValueError("nothing to do with the database"))
+
+
+async def test_lease_renewal_skips_rows_another_transaction_holds(postgres_url: str) -> None:
+    """The outcome write holds its rows; a renewal must neither wait for them nor deadlock with it."""
+    import asyncio
+
+    from workers.db import leases
+    from workers.db.engine import create_engine
+    from workers.db.migrate import upgrade_to_head
+
+    engine = create_engine(postgres_url)
+    await upgrade_to_head(engine)
+    sessions = session_factory(engine)
+    try:
+        async with sessions.begin() as session:
+            rows = await record_deliveries(session, [planned(1), planned(2)], NOW, lease=timedelta(seconds=30))
+        held, free = sorted(d.id for d in rows)
+        later = NOW + timedelta(minutes=5)
+        async with sessions.begin() as holder:
+            await holder.execute(select(Delivery).where(Delivery.id == held).with_for_update())
+            async with sessions.begin() as renewer:
+                await asyncio.wait_for(leases.renew(renewer, Delivery, [held, free], later), timeout=5)
+        async with sessions() as session:
+            leased = {d.id: d.lease_until for d in (await session.scalars(select(Delivery))).all()}
+        assert leased[free] == later and leased[held] == NOW + timedelta(seconds=30)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_matcher_waits_for_room_when_the_deliverer_is_full(monkeypatch: Any) -> None:
+    """Backpressure: with MAX_IN_FLIGHT attempts under way the consumer's batch waits (lag, not memory)."""
+    import asyncio
+
+    from workers.config import TriggerSettings
+    from workers.triggers import delivery as delivery_module
+    from workers.triggers.attempts import AttemptRecord
+
+    release = asyncio.Event()
+
+    class HangingAttempts:
+        def target_key(self, _delivery: Delivery) -> str:
+            return "webhook:https://hooks.example.com"
+
+        async def attempt(self, _delivery: Delivery, _now: datetime) -> AttemptRecord:
+            await release.wait()
+            return AttemptRecord(status="succeeded", detail="HTTP 200", status_code=200)
+
+    async def written(*_args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(delivery_module, "MAX_IN_FLIGHT", 2)
+    deliverer = delivery_module.Deliverer(None, TriggerSettings(), HangingAttempts(), lambda: NOW)  # type: ignore[arg-type]
+    monkeypatch.setattr(deliverer, "_finish", written)
+    deliverer.submit([Delivery(id=i, **_row(i)) for i in (1, 2)])
+    waiting = asyncio.create_task(deliverer.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "two attempts under way: no room"
+    release.set()
+    await asyncio.wait_for(waiting, timeout=2)
+
+
+def _row(index: int) -> dict[str, Any]:
+    from workers.triggers.store import _delivery_row
+
+    return _delivery_row(planned(index), NOW, timedelta(seconds=30))

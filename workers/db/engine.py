@@ -26,6 +26,18 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Postgres asks clients to retry these: serialization_failure, deadlock_detected.
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """A transaction Postgres aborted to resolve a conflict (raw asyncpg or wrapped by SQLAlchemy)."""
+    for candidate in (exc, getattr(exc, "orig", None)):
+        if getattr(candidate, "sqlstate", None) in RETRY_SQLSTATES:
+            return True
+    return False
+
+
 def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     """An engine for Postgres (asyncpg) or SQLite (aiosqlite). Called once per process."""
     if database_url.startswith("sqlite"):

@@ -52,11 +52,21 @@ async def claim_due(
 
 
 async def renew(session: AsyncSession, model: type[Row], ids: Sequence[int], until: datetime) -> None:
-    """Extend the lease of rows this process still runs (rows finished meanwhile are left alone)."""
+    """Extend the lease of rows this process still runs (rows finished meanwhile are left alone).
+
+    Rows another transaction holds (their outcome being written right now) are skipped, never
+    waited for: a renewal can then not deadlock with the outcome writes.
+    """
     table: Any = model
+    held_here = (
+        select(table.id)
+        .where(table.id.in_(ids), table.status == RUNNING)
+        .order_by(table.id)
+        .with_for_update(skip_locked=True)
+    )
     await session.execute(
         update(table)
-        .where(table.id.in_(ids), table.status == RUNNING)
+        .where(table.id.in_(held_here))
         .values(lease_until=until)
         .execution_options(synchronize_session=False)
     )

@@ -33,10 +33,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from workers import metrics
 from workers.config import KafkaSettings, WorkerSettings
+from workers.db.engine import is_retryable_conflict
 from workers.errors import InvalidMessage, TransientError
 from workers.logs import log_context
 from workers.runtime.deadletter import DeadLetters
@@ -109,7 +110,7 @@ class ConsumerRunner:
         self._lanes: dict[TopicPartition, _Lane] = {}
         self._slots = asyncio.Semaphore(options.concurrency)
         self._consumer: AIOKafkaConsumer | None = None
-        self._transient: tuple[type[BaseException], ...] = (TransientError, BrokerUnavailable, *flow.transient)
+        self._transient_types: tuple[type[BaseException], ...] = (TransientError, BrokerUnavailable, *flow.transient)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Blocks until ``stop`` is set; drains and commits before returning."""
@@ -251,17 +252,23 @@ class ConsumerRunner:
         try:  # the usual case, without building a retry loop per batch
             await func(*args)
             return
-        except self._transient as exc:
+        except Exception as exc:
+            if not self._transient(exc):
+                raise
             metrics.RETRIES.labels(self.flow.kind).inc()
             log.warning("%s: transient failure (%r); retrying", self.flow.kind, exc)
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(self._transient),
+            retry=retry_if_exception(self._transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
             before_sleep=self._log_retry,
             reraise=True,
         ):
             with attempt:
                 await func(*args)
+
+    def _transient(self, exc: BaseException) -> bool:
+        """The flow's named transient errors, and conflicts Postgres asks to retry (deadlock, serialization)."""
+        return isinstance(exc, self._transient_types) or is_retryable_conflict(exc)
 
     def _log_retry(self, state: Any) -> None:
         metrics.RETRIES.labels(self.flow.kind).inc()

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from workers import metrics
 from workers.config import TriggerSettings
-from workers.db.engine import TRANSIENT_DB_ERRORS
+from workers.db.engine import TRANSIENT_DB_ERRORS, is_retryable_conflict
 from workers.db.models import Delivery
 from workers.iam.audit import record_system_actions
 from workers.logs import context_with
@@ -77,6 +77,7 @@ class Deliverer:
         self._flusher: asyncio.Task[None] | None = None
         self._lease = timedelta(seconds=settings.lease_s)
         self._leased: set[int] = set()  # deliveries whose attempt or outcome write is under way here
+        self._room = asyncio.Event()  # set whenever an attempt ends
 
     @property
     def lease(self) -> timedelta:
@@ -87,6 +88,16 @@ class Deliverer:
         """Claim and attempt these deliveries now (if due)."""
         if delivery_ids:
             self._woken.put_nowait(delivery_ids)
+
+    async def wait_for_room(self) -> None:
+        """Backpressure for the matcher: wait while ``MAX_IN_FLIGHT`` attempts are under way here.
+
+        The consumer's batch then waits too, so a slow receiver leaves its backlog in Kafka
+        (consumer lag) instead of in this process's memory.
+        """
+        while len(self._tasks) >= MAX_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
 
     def submit(self, deliveries: list[Delivery]) -> None:
         """Attempt deliveries already leased to this process (the matcher inserts them so)."""
@@ -151,6 +162,7 @@ class Deliverer:
         self._leased.add(delivery.id)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: self._leased.discard(delivery.id))
+        task.add_done_callback(lambda _: self._room.set())
 
     async def _attempt(self, delivery: Delivery) -> None:
         lane = self._lane(self._attempts.target_key(delivery))
@@ -163,12 +175,17 @@ class Deliverer:
                     record = await self._attempts.attempt(delivery, self._clock())
                     metrics.DELIVERY_SECONDS.labels(delivery.kind).observe(time.perf_counter() - started)
                 self._observe(lane, record, delivery.kind)
-            await self._finish(delivery.id, record, delivery)
-            _report(delivery, record)
         except Exception:
             # The lease expires and another pass retries; never lose the delivery.
             _record_failure(lane, delivery.kind)  # also ends a half-open probe
             log.exception("delivery %s: attempt failed unexpectedly", delivery.id)
+            return
+        try:
+            await self._finish(delivery.id, record, delivery)
+        except Exception:  # the target answered: not its failure; the lease expires and it runs again
+            log.exception("delivery %s: writing the outcome failed", delivery.id)
+            return
+        _report(delivery, record)
 
     def _observe(self, lane: TargetLane, record: AttemptRecord, kind: str) -> None:
         """Every attempt reports to the breaker, so a half-open probe always ends."""
@@ -213,7 +230,7 @@ class Deliverer:
             batch, self._outcomes = self._outcomes, []
             try:
                 async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
+                    retry=retry_if_exception(_outcome_write_may_retry),
                     wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
                     reraise=True,
                 ):
@@ -246,6 +263,10 @@ class Deliverer:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
             for task in pending:  # their leases expire; another worker retries them
                 task.cancel()
+
+
+def _outcome_write_may_retry(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_DB_ERRORS) or is_retryable_conflict(exc)
 
 
 def delivery_outcome(delivery: Delivery, record: AttemptRecord) -> str:

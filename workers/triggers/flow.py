@@ -62,6 +62,7 @@ class TriggerMatcher:
         self._cache = RuleCache()
 
     async def __call__(self, events: Sequence[ImageEvent]) -> None:
+        await self._deliverer.wait_for_room()
         async with self._sessions.begin() as session:
             triggers, policies = await self._cache.rules(session)
             namespaces = {event.namespace for event in events}

@@ -168,9 +168,13 @@ async def finish_attempt(session: AsyncSession, delivery_id: int, record: Attemp
 
 
 async def finish_attempts(session: AsyncSession, outcomes: Sequence[tuple[int, AttemptRecord]], now: datetime) -> None:
-    """``finish_attempt`` for many deliveries: one executemany UPDATE per kind of outcome."""
-    counted = [(i, r) for i, r in outcomes if r.counts_as_attempt]
-    deferred = [(i, r) for i, r in outcomes if not r.counts_as_attempt]
+    """``finish_attempt`` for many deliveries: one executemany UPDATE per kind of outcome.
+
+    Rows are updated in ascending id order, the order every other writer locks them in.
+    """
+    ordered = sorted(outcomes, key=lambda outcome: outcome[0])
+    counted = [(i, r) for i, r in ordered if r.counts_as_attempt]
+    deferred = [(i, r) for i, r in ordered if not r.counts_as_attempt]
     common: dict[str, Any] = {
         "status": bindparam("b_status"),
         "detail": bindparam("b_detail"),
