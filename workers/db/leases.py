@@ -11,11 +11,20 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import BigInteger, and_, any_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 RUNNING = "running"
 Row = TypeVar("Row")
+
+
+def id_in(session: AsyncSession, column: Any, ids: Sequence[int]) -> Any:
+    """``column IN ids``; on Postgres ``= ANY(array)``: one statement text whatever the number of ids
+    (an IN list per length would be a new prepared statement on every pooled connection)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger), unique=True))
+    return column.in_(ids)
 
 
 async def claim_due(
@@ -35,13 +44,13 @@ async def claim_due(
     )
     query = select(table.id).where(due).order_by(table.next_attempt_at).limit(limit)
     if ids is not None:
-        query = query.where(table.id.in_(ids))
+        query = query.where(id_in(session, table.id, ids))
     candidates = list((await session.scalars(query)).all())
     if not candidates:
         return []
     claimed = await session.scalars(
         update(table)
-        .where(table.id.in_(candidates), due)
+        .where(id_in(session, table.id, candidates), due)
         .values(status=RUNNING, lease_until=now + lease, updated_at=now)
         .returning(table)
         .execution_options(synchronize_session=False)
@@ -60,7 +69,7 @@ async def renew(session: AsyncSession, model: type[Row], ids: Sequence[int], unt
     table: Any = model
     held_here = (
         select(table.id)
-        .where(table.id.in_(ids), table.status == RUNNING)
+        .where(id_in(session, table.id, ids), table.status == RUNNING)
         .order_by(table.id)
         .with_for_update(skip_locked=True)
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workers.db import leases
@@ -83,6 +83,9 @@ async def record_deliveries(
     if not planned:
         return []
     rows = {p.key: _delivery_row(p, now, lease) for p in planned}
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = await _insert_unnest(session, list(rows.values()), now, lease)
+        return [Delivery(id=delivery_id, **rows[key]) for delivery_id, key in inserted]
     stmt = (
         insert_for(session, DELIVERIES)
         .on_conflict_do_nothing(index_elements=["key"])
@@ -90,6 +93,41 @@ async def record_deliveries(
     )
     result = await session.execute(stmt, list(rows.values()))
     return [Delivery(id=row.id, **rows[row.key]) for row in result.all()]
+
+
+# Postgres: one statement text whatever the number of rows (a VALUES list per row count would be
+# a new prepared statement, and a new cache entry on every pooled connection, per batch size).
+_VARYING = ("key", "kind", "trigger_id", "policy_id", "target_index", "target", "event_id", "event_type",
+            "namespace", "repository", "tag", "digest", "payload", "content_type")  # fmt: skip
+_INSERT_UNNEST = text(
+    """
+INSERT INTO deliveries (key, kind, trigger_id, policy_id, target_index, target, event_id, event_type, namespace,
+                        repository, tag, digest, payload, content_type, status, attempts, next_attempt_at,
+                        lease_until, last_status_code, latency_ms, detail, rolled_back_to, created_at, updated_at,
+                        finished_at)
+SELECT u.key, u.kind, u.trigger_id, u.policy_id, u.target_index, u.target, u.event_id, u.event_type, u.namespace,
+       u.repository, u.tag, u.digest, u.payload, u.content_type, :status, 0, :now, :lease_until, NULL, NULL, '',
+       NULL, :now, :now, NULL
+FROM unnest(CAST(:key AS varchar[]), CAST(:kind AS varchar[]), CAST(:trigger_id AS bigint[]),
+            CAST(:policy_id AS bigint[]), CAST(:target_index AS integer[]), CAST(:target AS varchar[]),
+            CAST(:event_id AS varchar[]), CAST(:event_type AS varchar[]), CAST(:namespace AS varchar[]),
+            CAST(:repository AS varchar[]), CAST(:tag AS varchar[]), CAST(:digest AS varchar[]),
+            CAST(:payload AS text[]), CAST(:content_type AS varchar[]))
+     AS u(key, kind, trigger_id, policy_id, target_index, target, event_id, event_type, namespace, repository, tag,
+          digest, payload, content_type)
+ON CONFLICT (key) DO NOTHING
+RETURNING id, key
+"""
+)
+
+
+async def _insert_unnest(
+    session: AsyncSession, rows: list[dict[str, Any]], now: datetime, lease: timedelta | None
+) -> list[tuple[int, str]]:
+    params: dict[str, Any] = {column: [row[column] for row in rows] for column in _VARYING}
+    params.update(status=rows[0]["status"], now=now, lease_until=None if lease is None else now + lease)
+    result = await session.execute(_INSERT_UNNEST, params)
+    return [(int(row.id), str(row.key)) for row in result.all()]
 
 
 def _delivery_row(p: PlannedDelivery, now: datetime, lease: timedelta | None) -> dict[str, Any]:
