@@ -312,7 +312,10 @@ async def soak(args: argparse.Namespace, api: pipeline.ServiceProcess, worker: p
         sending = asyncio.create_task(sender.run(http, f"http://{api.listen}/events/distribution", args.minutes * 60))
         sent_before, drain_deadline = 0, float("inf")
         while not sending.done() or series.delivered_total < len(sender.sent_at) - sender.refused:
-            await asyncio.wait({sending}, timeout=args.window)
+            if sending.done():
+                await asyncio.sleep(args.window)  # draining: one row per window, as while sending
+            else:
+                await asyncio.wait({sending}, timeout=args.window)
             api.check_alive()
             worker.check_alive()
             sample = await sample_window(http, receiver, sender, series, started, sent_before, worker, api)
