@@ -32,15 +32,13 @@ from huaweicloudsdkswr.v2 import (
     ListRepositoryTagsRequest,
     ListTriggersDetailsRequest,
     ShowNamespaceAuthRequest,
-    SwrClient,
     UpdateNamespaceAuthRequest,
     UserAuth,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.sdk import call, sdk
 from tests.support.service import (
-    ADMIN_AK,
-    ADMIN_SK,
     DISTRIBUTION_TYPE,
     INGRESS_TOKEN,
     SECRET_KEY,
@@ -66,13 +64,6 @@ async def service(kafka: KafkaBroker, postgres_url: str, topic_prefix: str) -> A
         yield running
 
 
-def sdk(service: RunningService, ak: str = ADMIN_AK, sk: str = ADMIN_SK) -> Any:
-    credentials = BasicCredentials(ak, sk, "default")
-    return SwrClient.new_builder().with_credentials(credentials).with_endpoint(service.url).build()
-
-
-async def call(client: Any, method: str, request: Any) -> Any:
-    return await asyncio.to_thread(getattr(client, method), request)
 
 
 async def refused(client: Any, method: str, request: Any) -> ClientRequestException:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkswr.v2 import (
     CreateImageSyncRepoRequest,
@@ -37,16 +36,14 @@ from huaweicloudsdkswr.v2 import (
     ReplicationRegistry,
     ShowInstanceReplicationPolicyRequest,
     ShowSyncJobRequest,
-    SwrClient,
     TriggerConfig,
     TriggerSetting,
 )
 
 from tests.support import oci
 from tests.support.metrics import sample
+from tests.support.sdk import call, sdk
 from tests.support.service import (
-    ADMIN_AK,
-    ADMIN_SK,
     INGRESS_TOKEN,
     RunningService,
     running_service,
@@ -98,13 +95,6 @@ async def service(
         yield running
 
 
-def sdk(service: RunningService) -> Any:
-    credentials = BasicCredentials(ADMIN_AK, ADMIN_SK, "default")
-    return SwrClient.new_builder().with_credentials(credentials).with_endpoint(service.url).build()
-
-
-async def call(client: Any, method: str, request: Any) -> Any:
-    return await asyncio.to_thread(getattr(client, method), request)
 
 
 async def jobs_until_final(client: Any, repository: str, count: int, limit_s: float = 30.0) -> list[Any]:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkswr.v2 import (
     CreateRetentionRequest,
@@ -23,7 +22,6 @@ from huaweicloudsdkswr.v2 import (
     ListRetentionsRequest,
     Rule,
     ShowRetentionRequest,
-    SwrClient,
     TagSelector,
     UpdateRetentionRequest,
     UpdateRetentionRequestBody,
@@ -32,7 +30,8 @@ from sqlalchemy import update
 
 from tests.support import oci
 from tests.support.metrics import sample
-from tests.support.service import ADMIN_AK, ADMIN_SK, INGRESS_TOKEN, RunningService, running_service, service_settings
+from tests.support.sdk import call, sdk
+from tests.support.service import INGRESS_TOKEN, RunningService, running_service, service_settings
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
 from workers.db.engine import create_engine, session_factory
@@ -69,13 +68,6 @@ async def service(
         yield running
 
 
-def sdk(service: RunningService) -> Any:
-    credentials = BasicCredentials(ADMIN_AK, ADMIN_SK, "default")
-    return SwrClient.new_builder().with_credentials(credentials).with_endpoint(service.url).build()
-
-
-async def call(client: Any, method: str, request: Any) -> Any:
-    return await asyncio.to_thread(getattr(client, method), request)
 
 
 async def eventually(check: Any, limit_s: float = 20.0) -> Any:

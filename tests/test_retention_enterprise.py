@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkswr.v2 import (
     CreateImmutableRuleBody,
@@ -37,7 +36,6 @@ from huaweicloudsdkswr.v2 import (
     RetentionSelector,
     RuleSelector,
     ShowInstanceRetentionPolicyRequest,
-    SwrClient,
     TriggerConfig,
     TriggerSetting,
     UpdateImmutableRuleBody,
@@ -48,7 +46,8 @@ from huaweicloudsdkswr.v2 import (
 from sqlalchemy import update
 
 from tests.support import oci
-from tests.support.service import ADMIN_AK, ADMIN_SK, INGRESS_TOKEN, RunningService, running_service, service_settings
+from tests.support.sdk import call, sdk
+from tests.support.service import INGRESS_TOKEN, RunningService, running_service, service_settings
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
 from workers import cli
@@ -95,13 +94,6 @@ async def service(
         yield running
 
 
-def sdk(service: RunningService) -> Any:
-    credentials = BasicCredentials(ADMIN_AK, ADMIN_SK, "default")
-    return SwrClient.new_builder().with_credentials(credentials).with_endpoint(service.url).build()
-
-
-async def call(client: Any, method: str, request: Any) -> Any:
-    return await asyncio.to_thread(getattr(client, method), request)
 
 
 async def eventually(check: Any, limit_s: float = 20.0) -> Any:

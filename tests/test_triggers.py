@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkswr.v2 import (
     CreateTriggerRequest,
@@ -23,7 +22,6 @@ from huaweicloudsdkswr.v2 import (
     DeleteTriggerRequest,
     ListTriggersDetailsRequest,
     ShowTriggerRequest,
-    SwrClient,
     UpdateTriggerRequest,
     UpdateTriggerRequestBody,
 )
@@ -32,9 +30,8 @@ from standardwebhooks.webhooks import Webhook
 from tests.support import oci
 from tests.support.kube_api import KubeApiServer
 from tests.support.receiver import Answer, WebhookReceiver
+from tests.support.sdk import sdk
 from tests.support.service import (
-    ADMIN_AK,
-    ADMIN_SK,
     DISTRIBUTION_TYPE,
     INGRESS_TOKEN,
     RunningService,
@@ -100,10 +97,6 @@ async def service(
     async with running_service(settings) as running:
         yield running
 
-
-def sdk(service: RunningService) -> Any:
-    credentials = BasicCredentials(ADMIN_AK, ADMIN_SK, "default")
-    return SwrClient.new_builder().with_credentials(credentials).with_endpoint(service.url).build()
 
 
 def trigger_body(**changes: str) -> CreateTriggerRequestBody:
