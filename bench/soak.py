@@ -185,6 +185,7 @@ class Sample:
     max_ms: float
     worker_mb: float
     api_mb: float
+    cpu: dict[str, float]  # share of one core in the window, by process
 
 
 @dataclass
@@ -195,9 +196,24 @@ class Series:
     next_arrival: int = 0
 
 
+class WindowCpu:
+    """CPU of the worker, api, Postgres and broker since the previous window, as shares of one core."""
+
+    def __init__(self, meter: pipeline.CpuMeter):
+        self._meter = meter
+        self._meter.start()
+        self._since = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        used, now = self._meter.read(), time.monotonic()
+        elapsed, self._since = max(now - self._since, 1e-9), now
+        self._meter.start()
+        return {name: seconds / elapsed for name, seconds in used.items()}
+
+
 async def sample_window(
     http: aiohttp.ClientSession, receiver: SoakReceiver, sender: Sender, series: Series, started: float,
-    sent_before: int, worker: pipeline.ServiceProcess, api: pipeline.ServiceProcess,
+    sent_before: int, worker: pipeline.ServiceProcess, api: pipeline.ServiceProcess, cpu: WindowCpu,
 ) -> Sample:  # fmt: skip
     arrivals = await receiver.since(http, series.next_arrival)
     series.next_arrival += len(arrivals)
@@ -214,6 +230,7 @@ async def sample_window(
         max_ms=max(latencies, default=float("nan")),
         worker_mb=rss_mb(worker.pid),
         api_mb=rss_mb(api.pid),
+        cpu=cpu.shares(),
     )
     series.samples.append(sample)
     return sample
@@ -223,14 +240,31 @@ def row(sample: Sample) -> str:
     return (
         f"| {sample.minute:5.1f} | {sample.sent:,} | {sample.delivered:,} | {sample.backlog:,} | "
         f"{sample.p50_ms:.0f} | {sample.p99_ms:.0f} | {sample.max_ms:.0f} | "
-        f"{sample.worker_mb:.0f} | {sample.api_mb:.0f} |"
+        f"{sample.worker_mb:.0f} | {sample.api_mb:.0f} | "
+        + " | ".join(f"{sample.cpu.get(name, 0.0):.0%}" for name in CPU_COLUMNS)
+        + " |"
     )
 
 
+CPU_COLUMNS = ("worker", "api", "Postgres", "broker")
 HEADER = [
-    "| minute | sent | delivered | backlog | p50 ms | p99 ms | max ms | worker RSS MB | api RSS MB |",
-    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| minute | sent | delivered | backlog | p50 ms | p99 ms | max ms | worker RSS MB | api RSS MB | "
+    + " | ".join(f"{name} CPU" for name in CPU_COLUMNS)
+    + " |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(CPU_COLUMNS),
 ]
+
+
+def cpu_meter(worker: pipeline.ServiceProcess, api: pipeline.ServiceProcess, pg: PostgresServer,
+              broker: KafkaBroker) -> pipeline.CpuMeter:  # fmt: skip
+    postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    broker_pid = broker.pid or 0
+    return pipeline.CpuMeter({
+        "worker": lambda: pipeline.process_cpu_s(worker.pid),
+        "api": lambda: pipeline.process_cpu_s(api.pid),
+        "Postgres": lambda: pipeline.tree_cpu_s(postmaster),
+        "broker": lambda: pipeline.process_cpu_s(broker_pid),
+    })  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- verdict
@@ -275,7 +309,7 @@ def plot(series: Series, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     minutes = [s.minute for s in series.samples]
-    fig, (rss, latency) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    fig, (rss, latency, cpu) = plt.subplots(3, 1, sharex=True, figsize=(9, 8))
     rss.plot(minutes, [s.worker_mb for s in series.samples], label="worker")
     rss.plot(minutes, [s.api_mb for s in series.samples], label="api")
     rss.axhline(RSS_LIMIT_MB, color="red", linestyle="--", linewidth=0.8, label=f"{RSS_LIMIT_MB:.0f} MB")
@@ -285,9 +319,14 @@ def plot(series: Series, path: Path, title: str) -> None:
     latency.plot(minutes, [s.p50_ms for s in series.samples], label="p50")
     latency.plot(minutes, [s.p99_ms for s in series.samples], label="p99")
     latency.set_ylabel("push → webhook (ms)")
-    latency.set_xlabel("minutes")
     latency.set_yscale("log")
     latency.legend(loc="upper right")
+    for name in CPU_COLUMNS:
+        cpu.plot(minutes, [100 * sample.cpu.get(name, 0.0) for sample in series.samples], label=name)
+    cpu.set_ylabel("CPU (% of a core)")
+    cpu.set_ylim(bottom=0)
+    cpu.set_xlabel("minutes")
+    cpu.legend(loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -298,7 +337,7 @@ def plot(series: Series, path: Path, title: str) -> None:
 
 
 async def soak(args: argparse.Namespace, api: pipeline.ServiceProcess, worker: pipeline.ServiceProcess,
-               receiver: SoakReceiver) -> tuple[Series, Sender]:  # fmt: skip
+               receiver: SoakReceiver, meter: pipeline.CpuMeter) -> tuple[Series, Sender]:  # fmt: skip
     await pipeline.wait_ready(api)
     await pipeline.wait_ready(worker)
     await triggers.create_policies(f"http://{api.listen}", receiver, args.policies)
@@ -308,7 +347,7 @@ async def soak(args: argparse.Namespace, api: pipeline.ServiceProcess, worker: p
     for line in HEADER:
         print(line)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_INFLIGHT)) as http:
-        started = time.time()
+        started, cpu = time.time(), WindowCpu(meter)
         sending = asyncio.create_task(sender.run(http, f"http://{api.listen}/events/distribution", args.minutes * 60))
         sent_before, drain_deadline = 0, float("inf")
         while not sending.done() or series.delivered_total < len(sender.sent_at) - sender.refused:
@@ -318,7 +357,7 @@ async def soak(args: argparse.Namespace, api: pipeline.ServiceProcess, worker: p
                 await asyncio.wait({sending}, timeout=args.window)
             api.check_alive()
             worker.check_alive()
-            sample = await sample_window(http, receiver, sender, series, started, sent_before, worker, api)
+            sample = await sample_window(http, receiver, sender, series, started, sent_before, worker, api, cpu)
             sent_before += sample.sent
             print(row(sample), flush=True)
             if sending.done():
@@ -363,7 +402,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
     api = stack.enter_context(pipeline.start_service(["api"], env, workdir, "api"))
     worker_env = {**env, "RW_LISTEN": f"127.0.0.1:{free_port()}"}
     worker = stack.enter_context(pipeline.start_service(["worker"], worker_env, workdir, "worker"))
-    series, sender = asyncio.run(soak(args, api, worker, receiver))
+    series, sender = asyncio.run(soak(args, api, worker, receiver, cpu_meter(worker, api, pg, broker)))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     png = args.output.with_suffix(".png")
     plot(series, png, f"soak: {args.rate:g} pushes/s for {args.minutes:g} min, one worker")

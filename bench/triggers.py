@@ -655,13 +655,20 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
     database_url = pg.create_database("triggers")
     receiver = stack.enter_context(ReceiverProcess(workdir / "receiver.log", args.origins))
     env = service_env(database_url, broker.bootstrap, workdir, args.lane_limit)
+    env.update(setting.split("=", 1) for setting in args.set)
     extra: list[pipeline.ServiceProcess] = []
     if args.split:  # the production layout: ingress/API and workers in their own processes
         subprocess.run([sys.executable, "-m", "workers", "migrate"], env=env, check=True, cwd=pipeline.REPO_ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
         up = stack.enter_context(pipeline.start_service(["api"], env, workdir, "api"))
         worker_env = {**env, "RW_LISTEN": f"127.0.0.1:{free_port()}"}
-        extra.append(stack.enter_context(pipeline.start_service(["worker"], worker_env, workdir, "worker")))
+        extra.append(
+            stack.enter_context(
+                pipeline.start_service(
+                    ["worker", *os.environ.get("BENCH_KINDS", "").split()], worker_env, workdir, "worker"
+                )
+            )
+        )
     else:
         up = stack.enter_context(pipeline.start_service(["up"], env, workdir, "up"))
     sampler = WindowSampler(profile_path(args, workdir))
@@ -676,6 +683,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Report:
         summary = "".join(ch for ch in summary if ch.isprintable() or ch == "\n")  # torn samples: NUL names
         report.profile = summary.replace("of the steady worker path", "of the `up` process in the measured window")
     return report
+
+
+def service_shape(args: argparse.Namespace) -> str:
+    if not args.split:
+        return "one `registry-workers up` process"
+    kinds = f"`worker --kinds {args.kinds}`" if args.kinds else "`worker` (every kind, one consumer group)"
+    return f"one `registry-workers api` and one {kinds} process"
+
+
+def worker_kinds(args: argparse.Namespace) -> list[str]:
+    return ["--kinds", args.kinds] if args.kinds else []
 
 
 def profile_path(args: argparse.Namespace, workdir: Path) -> Path | None:
@@ -731,10 +749,11 @@ def setup_lines(report: Report) -> list[str]:
     args = report.args
     lanes = "one receiver origin (one deliverer lane)" if args.origins == 1 else f"{args.origins} receiver origins"
     lane_limit = "" if args.lane_limit is None else f" --lane-limit {args.lane_limit}"
+    lane_limit += "".join(f" --set {setting}" for setting in args.set)
+    lane_limit += f" --kinds {args.kinds}" if args.kinds else ""
     return [
         f"Machine: `nproc` = {os.cpu_count()}, {platform.platform()}, Python {platform.python_version()}; "
-        "tansu broker (memory), Postgres with fsync off; one `registry-workers up` process; the receiver in its "
-        "own process.",
+        f"tansu broker (memory), Postgres with fsync off; {service_shape(args)}; the receiver in its own process.",
         f"Parameters: `--rate {args.rate:g} --duration {args.duration:g} --policies {args.policies} --inflight "
         f"{args.inflight} --origins {args.origins}{lane_limit}`; {args.policies} webhook policies (one per namespace, "
         f"`PUSH_ARTIFACT`, one target each) over {lanes}; warm-up {WARMUP_S:g} s at the target rate, not measured; "
@@ -802,6 +821,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", action="store_true", help="run `api` and `worker` processes instead of one `up`")
     parser.add_argument("--output", type=Path, default=pipeline.RESULTS_DIR / "triggers.md")
     parser.add_argument("--origins", type=int, default=1, help="receiver ports the policies' targets spread over")
+    parser.add_argument("--kinds", default="", help="with --split: the worker's kinds (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="RW_NAME=VALUE",
+                        help="a service setting for this run (repeatable)")  # fmt: skip
     parser.add_argument("--lane-limit", type=int, help="the service's triggers.concurrency_per_target (default 4)")
     parser.add_argument("--serve-receiver", metavar="PORT,...", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -64,8 +64,6 @@ async def service(kafka: KafkaBroker, postgres_url: str, topic_prefix: str) -> A
         yield running
 
 
-
-
 async def refused(client: Any, method: str, request: Any) -> ClientRequestException:
     with pytest.raises(ClientRequestException) as caught:
         await call(client, method, request)

@@ -39,10 +39,11 @@ from workers.logs import (
     log_handler,
 )
 from workers.runtime.deadletter import DeadLetters
-from workers.runtime.flow import Flow, Record
+from workers.runtime.flow import Consumer, Flow, Record
 from workers.runtime.kafka import Topics, ensure_topics
 from workers.runtime.producer import KafkaProducer, OutgoingMessage
-from workers.runtime.runner import ConsumerRunner, RunnerOptions
+from workers.runtime.runner import ConsumerRunner
+from workers.runtime.step import RunnerOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_EVENT = ROOT / "schemas" / "examples" / "image-events" / "1" / "push-tagged-manifest.json"
@@ -283,14 +284,13 @@ async def test_a_dead_lettered_event_is_logged_with_its_event_id_and_repository(
         messages = [OutgoingMessage(topics.image_events, b"team/app", encode_event(e)) for e in (good, poison)]
         messages.append(OutgoingMessage(topics.image_events, b"team/app", b"not json"))
         await producer.publish(messages)
-        flow = Flow(
-            kind="observed", topic=topics.image_events, group=f"{topic_prefix}.observed", decode=decode, handle=handle
-        )
+        flow = Flow(kind="observed", topic=topics.image_events, decode=decode, handle=handle)
+        consumer = Consumer(topics.image_events, f"{topic_prefix}.observed", (flow,))
         options = RunnerOptions(
             max_batch=100, max_buffered=100, commit_interval_s=0.1, drain_timeout_s=5, concurrency=2
         )
         dead_letters = DeadLetters(producer, topics.dead_letter)
-        runner = ConsumerRunner(flow, settings.kafka, kafka.bootstrap, options, dead_letters)
+        runner = ConsumerRunner(consumer, settings.kafka, kafka.bootstrap, options, dead_letters)
         before = sample("rw_events_dead_lettered_total", kind="observed")
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
@@ -307,7 +307,7 @@ async def test_a_dead_lettered_event_is_logged_with_its_event_id_and_repository(
         await producer.stop()
 
     assert handled == ["evt-good"]
-    runner_lines = [line for line in json_lines() if line["logger"] == "workers.runtime.runner"]
+    runner_lines = [line for line in json_lines() if line["logger"] == "workers.runtime.step"]
     (poisoned,) = [line for line in runner_lines if line.get("event_id") == "evt-poison"]
     assert poisoned["repository"] == "team/poisoned" and poisoned["level"] == "ERROR"
     assert "dead-lettered" in poisoned["message"] and "cannot apply this event" in poisoned["exception"]

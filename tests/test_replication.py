@@ -95,8 +95,6 @@ async def service(
         yield running
 
 
-
-
 async def jobs_until_final(client: Any, repository: str, count: int, limit_s: float = 30.0) -> list[Any]:
     deadline = asyncio.get_running_loop().time() + limit_s
     while True:

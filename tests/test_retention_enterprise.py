@@ -94,8 +94,6 @@ async def service(
         yield running
 
 
-
-
 async def eventually(check: Any, limit_s: float = 20.0) -> Any:
     deadline = asyncio.get_running_loop().time() + limit_s
     while not (result := await check()):

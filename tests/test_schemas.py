@@ -28,7 +28,7 @@ from workers.events.model import decode_event, encode_event
 from workers.events.payload import PayloadError
 from workers.runtime.kafka import Topics
 from workers.secrets import SecretBox
-from workers.topology import FlowDependencies, build_flows
+from workers.topology import FlowDependencies, build_consumers, build_flows
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 EXAMPLES = SCHEMAS / "examples"
@@ -189,8 +189,8 @@ def test_topic_consumer_groups_match_the_topology() -> None:
     sessions = session_factory(engine)
     deps = FlowDependencies(settings, Topics.from_prefix(PREFIX), engine, sessions, lambda: RECEIVED_AT, box)
     actual: dict[str, set[tuple[str, str]]] = {}
-    for flow in build_flows(deps):
-        actual.setdefault(flow.topic, set()).add((flow.kind, flow.group))
+    for consumer in build_consumers(build_flows(deps), PREFIX):
+        actual.setdefault(consumer.topic, set()).update((flow.kind, consumer.group) for flow in consumer.flows)
     for path in TOPIC_PATHS:
         topic = yaml.safe_load(path.read_text(encoding="utf-8"))
         listed = {(c["kind"], c["group"]) for c in topic["services"]["consumers"]}

@@ -98,7 +98,6 @@ async def service(
         yield running
 
 
-
 def trigger_body(**changes: str) -> CreateTriggerRequestBody:
     fields = {
         "action": "update",

@@ -60,6 +60,8 @@ class KafkaSettings(_Frozen):
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     # How long the broker may hold a fetch when no data is waiting: the floor of event latency.
     fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    # How much data a fetch waits for (up to fetch_max_wait_ms): more means fewer, larger fetches.
+    fetch_min_bytes: int = Field(default=1, ge=1, le=64 * 1024 * 1024)
 
     @property
     def bundled(self) -> bool:
@@ -228,6 +230,7 @@ class WorkerSettings(_Frozen):
     """Tunables of the consumer runtime shared by every worker kind."""
 
     max_batch: int = Field(default=500, ge=1, le=100_000)
+    concurrency: int = Field(default=2, ge=1, le=64)  # batches in flight per worker kind
     max_buffered_per_partition: int = Field(default=2_000, ge=1)
     commit_interval_ms: int = Field(default=500, ge=10)
     drain_timeout_s: float = Field(default=20.0, gt=0)
@@ -363,6 +366,7 @@ ENV_KEYS: dict[str, str] = {
     "RW_KAFKA_HEARTBEAT_INTERVAL_MS": "kafka.heartbeat_interval_ms",
     "RW_KAFKA_MAX_POLL_INTERVAL_MS": "kafka.max_poll_interval_ms",
     "RW_KAFKA_FETCH_MAX_WAIT_MS": "kafka.fetch_max_wait_ms",
+    "RW_KAFKA_FETCH_MIN_BYTES": "kafka.fetch_min_bytes",
     "RW_WEBHOOK_ALLOWED_NETWORKS": "triggers.allowed_networks",
     "RW_SECRET_KEYS": "secrets.keys",
     "RW_TRIGGER_VERIFY_ROLLOUT": "triggers.verify_rollout",
@@ -374,6 +378,7 @@ ENV_KEYS: dict[str, str] = {
     "RW_RETENTION_MAX_PERCENT": "retention.max_percent",
     "RW_RETENTION_GRACE_DAYS": "retention.grace_days",
     "RW_WORKER_MAX_BATCH": "worker.max_batch",
+    "RW_WORKER_CONCURRENCY": "worker.concurrency",
     "RW_WORKER_MAX_BUFFERED": "worker.max_buffered_per_partition",
     "RW_WORKER_COMMIT_INTERVAL_MS": "worker.commit_interval_ms",
     "RW_WORKER_DRAIN_TIMEOUT_S": "worker.drain_timeout_s",

@@ -28,10 +28,11 @@ from workers.runtime.bundled_broker import BundledBroker
 from workers.runtime.deadletter import DeadLetters
 from workers.runtime.kafka import Topics, wait_for_broker
 from workers.runtime.producer import KafkaProducer
-from workers.runtime.runner import ConsumerRunner, RunnerOptions
+from workers.runtime.runner import ConsumerRunner
+from workers.runtime.step import RunnerOptions
 from workers.scheduler.dispatcher import Dispatcher, run_scheduler
 from workers.secrets import secret_box
-from workers.topology import FlowDependencies, build_flows, schedules, stored_schedules
+from workers.topology import FlowDependencies, build_consumers, build_flows, schedules, stored_schedules
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,13 @@ def _start_workers(
         flows = build_flows(deps, options.worker_kinds)
     except ValueError as exc:
         raise ConfigError(f"invalid worker kinds: {exc}") from None
-    # SQLite has one writer at a time: more concurrent batches would only queue on its lock.
-    concurrency = 1 if ctx.settings.uses_sqlite else 8
-    runner_options = RunnerOptions.from_settings(ctx.settings.worker, concurrency)
+    runner_options = RunnerOptions.from_settings(ctx.settings.worker, single_writer=ctx.settings.uses_sqlite)
     dead_letters = DeadLetters(ctx.producer, ctx.topics.dead_letter)
     tasks = []
+    for consumer in build_consumers(flows, ctx.settings.kafka.topic_prefix):
+        runner = ConsumerRunner(consumer, ctx.settings.kafka, bootstrap, runner_options, dead_letters)
+        tasks.append(asyncio.create_task(runner.run(stop), name=f"worker-{runner.name}"))
     for flow in flows:
-        runner = ConsumerRunner(flow, ctx.settings.kafka, bootstrap, runner_options, dead_letters)
-        tasks.append(asyncio.create_task(runner.run(stop), name=f"worker-{flow.kind}"))
         if flow.companion is not None:
             tasks.append(asyncio.create_task(flow.companion(stop), name=f"worker-{flow.kind}-companion"))
     return tasks

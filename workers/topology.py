@@ -4,17 +4,15 @@
 
     registry ──► POST /events/{distribution,harbor} ──► <prefix>.image-events.v1  (key: repository)
                                                               │
-                         group <prefix>.inventory ◄───────────┘
-                           decode_image_event → InventoryRecorder (artifacts + image_events) → commit
-                                                              │
-                         group <prefix>.triggers ◄────────────┘
-                           decode_image_event → TriggerMatcher (deliveries rows) → commit
-                           companion Deliverer: due deliveries → webhook POST / workload update
-                             → attempt outcome, retry time (durable, per-target breaker)
-                                                              │
-                         group <prefix>.replication ◄─────────┘
-                           decode_image_event → AutoSyncMatcher (replication_jobs rows) → commit
-                           companion JobRunner: due jobs (also manual/API) → copy_image → job status
+                 group <prefix>.inventory+triggers+replication ◄┘  (named after the kinds it runs)
+                   each record goes to every flow; each flow batches, retries, dead-letters on its own
+                   ├─ inventory:   decode_image_event → InventoryRecorder (artifacts + image_events)
+                   ├─ triggers:    decode_image_event → TriggerMatcher (deliveries rows)
+                   │    companion Deliverer: due deliveries → webhook POST / workload update
+                   │      → attempt outcome, retry time (durable, per-target breaker)
+                   └─ replication: decode_image_event → AutoSyncMatcher (replication_jobs rows)
+                        companion JobRunner: due jobs (also manual/API) → copy_image → job status
+                   → commit the offset every flow has finished
 
     scheduler (dispatch only) ──► <prefix>.commands.v1  (key: job; one per schedule slot)
                                                               │
@@ -24,8 +22,10 @@
 
     any step's invalid message ──► <prefix>.dead-letter.v1  (headers: reason, source offset)
 
-Every flow runs in ``ConsumerRunner`` (decode → handle → commit, commit last). Worker kinds
-are selected with ``registry-workers worker --kinds``.
+Every consumer runs in ``ConsumerRunner`` (fetch once → each flow's decode → handle → commit,
+commit last). Worker kinds are selected with ``registry-workers worker --kinds``; a process
+running a subset (``--kinds triggers``) is its own group (``<prefix>.triggers``), so kinds can
+run in separate Deployments and each still sees every record.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from workers.replication.reconcile import Reconciler
 from workers.replication.runner import JobRunner
 from workers.replication.store import CheckpointStore
 from workers.retention.runner import RetentionRunner
-from workers.runtime.flow import Flow
+from workers.runtime.flow import Consumer, Flow
 from workers.runtime.kafka import Topics
 from workers.scheduler.dispatcher import Schedule
 from workers.secrets import SecretBox
@@ -83,15 +83,10 @@ class FlowDependencies:
     secret_box: SecretBox
 
 
-def _group(deps: FlowDependencies, kind: str) -> str:
-    return f"{deps.settings.kafka.topic_prefix}.{kind}"
-
-
 def inventory_flow(deps: FlowDependencies) -> Flow[Any]:
     return Flow(
         kind="inventory",
         topic=deps.topics.image_events,
-        group=_group(deps, "inventory"),
         decode=decode_image_event,
         handle=InventoryRecorder(deps.engine, deps.clock),
         transient=TRANSIENT_DB_ERRORS,
@@ -135,7 +130,6 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
     return Flow(
         kind="maintenance",
         topic=deps.topics.commands,
-        group=_group(deps, "maintenance"),
         decode=decode_command,
         handle=CommandRunner(
             deps.sessions,
@@ -145,6 +139,8 @@ def maintenance_flow(deps: FlowDependencies) -> Flow[Any]:
         transient=(*TRANSIENT_DB_ERRORS, TransientRegistryError),
         describe="applies scheduled and requested commands (history sweep, replication reconcile)",
         companion=close_clients,
+        max_batch=1,  # a retention run may take minutes: commands of other partitions run beside it
+        concurrency=8,
     ).erased()
 
 
@@ -157,7 +153,6 @@ def triggers_flow(deps: FlowDependencies) -> Flow[Any]:
     return Flow(
         kind="triggers",
         topic=deps.topics.image_events,
-        group=_group(deps, "triggers"),
         decode=decode_image_event,
         handle=TriggerMatcher(deps.sessions, deliverer, context, deps.clock),
         transient=TRANSIENT_DB_ERRORS,
@@ -179,7 +174,6 @@ def replication_flow(deps: FlowDependencies) -> Flow[Any]:
     return Flow(
         kind="replication",
         topic=deps.topics.image_events,
-        group=_group(deps, "replication"),
         decode=decode_image_event,
         handle=AutoSyncMatcher(deps.sessions, runner, deps.settings.region, deps.clock),
         transient=TRANSIENT_DB_ERRORS,
@@ -257,9 +251,29 @@ WORKER_KINDS: tuple[str, ...] = tuple(FLOW_FACTORIES)
 
 
 def build_flows(deps: FlowDependencies, kinds: Sequence[str] | None = None) -> list[Flow[Any]]:
-    """The flows of the selected worker kinds (all when ``kinds`` is empty)."""
-    selected = list(kinds) if kinds else list(WORKER_KINDS)
-    unknown = [kind for kind in selected if kind not in FLOW_FACTORIES]
+    """The flows of the selected worker kinds (all when ``kinds`` is empty), in ``WORKER_KINDS`` order."""
+    selected = set(kinds) if kinds else set(WORKER_KINDS)
+    unknown = sorted(selected - set(WORKER_KINDS))
     if unknown:
         raise ValueError(f"unknown worker kind(s) {', '.join(unknown)}; known: {', '.join(WORKER_KINDS)}")
-    return [FLOW_FACTORIES[kind](deps) for kind in selected]
+    return [FLOW_FACTORIES[kind](deps) for kind in WORKER_KINDS if kind in selected]
+
+
+def build_consumers(flows: Sequence[Flow[Any]], topic_prefix: str) -> list[Consumer]:
+    """One consumer group per topic for the selected flows of that topic.
+
+    The group is named after the kinds it runs (``<prefix>.inventory+triggers+replication``
+    when a worker runs every kind), so processes running the same kinds share the work, and
+    processes running other kinds (separate Deployments) get every record too.
+    """
+    by_topic: dict[str, list[Flow[Any]]] = {}
+    for flow in flows:
+        by_topic.setdefault(flow.topic, []).append(flow)
+    return [
+        Consumer(topic, consumer_group(topic_prefix, [flow.kind for flow in chosen]), tuple(chosen))
+        for topic, chosen in by_topic.items()
+    ]
+
+
+def consumer_group(topic_prefix: str, kinds: Sequence[str]) -> str:
+    return f"{topic_prefix}.{'+'.join(kind for kind in WORKER_KINDS if kind in kinds)}"

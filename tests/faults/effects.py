@@ -16,10 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.db.models import Base
+from workers.topology import consumer_group
 
 # Written by every API call (audit) or by the scheduler on its own clock: not effects of input.
 NOISY_TABLES = frozenset({"audit_events", "schedule_slots", "alembic_version"})
-IMAGE_EVENT_GROUPS = ("inventory", "triggers", "replication")
+IMAGE_EVENT_KINDS = ("inventory", "triggers", "replication")
 
 
 class BrokerProbe:
@@ -78,8 +79,9 @@ class BrokerProbe:
             await asyncio.sleep(0.1)
 
 
-def groups_of(prefix: str, kinds: Sequence[str] = IMAGE_EVENT_GROUPS) -> list[str]:
-    return [f"{prefix}.{kind}" for kind in kinds]
+def groups_of(prefix: str, kinds: Sequence[str] = IMAGE_EVENT_KINDS) -> list[str]:
+    """The consumer group of a worker running ``kinds`` (one group reads the topic for all of them)."""
+    return [consumer_group(prefix, kinds)]
 
 
 async def row_counts(engine: AsyncEngine, skip: frozenset[str] = NOISY_TABLES) -> dict[str, int]:

@@ -123,4 +123,3 @@ class ChaosProxy(FaultyProxy):
             entry.fault = "slow"
             await asyncio.sleep(self.rates.slow_start_s)
         return await super()._relay(request, upstream, entry, reset_after)
-

@@ -57,6 +57,7 @@ def consumer_options(settings: KafkaSettings, bootstrap: str, group: str) -> dic
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "fetch_min_bytes": settings.fetch_min_bytes,
         "request_timeout_ms": max(settings.request_timeout_ms, settings.session_timeout_ms + 5000),
         "isolation_level": "read_uncommitted",
     }
