@@ -1,6 +1,6 @@
 """The bundled broker's fetch cost against the data it retains (why long runs on it slow down).
 
-    python bench/broker.py [--retained 1000,10000,30000,60000] [--live 2000]
+    python bench/broker.py [--retained 1000,10000,30000,60000] [--live 2000] [--output PATH]
 
 For each retained size N it starts a fresh tansu broker (the one ``registry-workers up``
 bundles, memory storage), produces N one-record batches to a 12-partition topic, then streams
@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pipeline
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -88,6 +91,10 @@ def report(costs: Sequence[Cost], live: int) -> str:
     lines = [
         f"## Bundled broker (tansu, memory storage): fetch cost against retained data, {live:,} live records",
         "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `nproc` = {os.cpu_count()}. `python bench/broker.py`: a fresh "
+        f"broker per row, a {PARTITIONS}-partition topic filled with one-record batches, then {live:,} records "
+        "produced one by one while one consumer group reads them.",
+        "",
         "| retained batches | broker CPU per 1,000 live records | ratio to the smallest | idle consumer |",
         "| ---: | ---: | ---: | ---: |",
     ]
@@ -104,13 +111,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--retained", default="1000,10000,30000,60000", help="comma-separated batch counts")
     parser.add_argument("--live", type=int, default=2000, help="records streamed while measuring")
+    parser.add_argument("--output", type=Path, default=pipeline.RESULTS_DIR / "broker.md")
     args = parser.parse_args(argv)
     costs = []
     for retained in (int(n) for n in args.retained.split(",")):
         with KafkaBroker() as broker:
             costs.append(asyncio.run(measure(broker.bootstrap, broker.pid or 0, retained, args.live)))
         print(f"retained {retained:,}: {costs[-1].live_cpu_ms_per_1000:.0f} ms per 1,000", file=sys.stderr)
-    print(report(costs, args.live))
+    text = report(costs, args.live)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

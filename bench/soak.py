@@ -1,13 +1,14 @@
 """Soak: a steady rate of pushes through ingress → triggers (HTTP webhooks) → history for a long time.
 
-    python bench/soak.py [--minutes 30] [--rate 500] [--policies 100] [--window 30]
+    python bench/soak.py [--minutes 30] [--rate 500] [--policies 100] [--window 30] [--bootstrap HOST:PORT]
 
-Starts its own Postgres and broker, one ``registry-workers api`` process (ingress + API) and one
-``registry-workers worker`` process (every worker kind), and a receiver process. Notifications
-are sent open-loop at ``--rate``; every ``--window`` seconds it prints one row of the series:
-what was sent and delivered in the window, notification → webhook latency (p50/p99/max of the
-webhooks that arrived in it), the backlog, and the resident memory (RSS) of the worker and api
-processes. At the end: a verdict on RSS (< 200 MB, no upward trend: the slope over the second
+Starts its own Postgres and broker (or uses the Apache Kafka at ``--bootstrap``), one
+``registry-workers api`` process (ingress + API) and one ``registry-workers worker`` process
+(every worker kind), and a receiver process. Notifications are sent open-loop at ``--rate``;
+every ``--window`` seconds it prints one row of the series: what was sent and delivered in the
+window, notification → webhook latency (p50/p99/max of the webhooks that arrived in it), the
+backlog, the resident memory (RSS) of the worker and api processes, and the CPU of the worker,
+api, Postgres and the bundled broker. At the end: a verdict on RSS (< 200 MB, no upward trend: the slope over the second
 half) and latency (p99 of the last third against the first third), the table in
 ``bench/results/soak.md`` and a plot of RSS and latency over time in ``bench/results/soak.png``.
 """
@@ -256,15 +257,18 @@ HEADER = [
 
 
 def cpu_meter(worker: pipeline.ServiceProcess, api: pipeline.ServiceProcess, pg: PostgresServer,
-              broker: KafkaBroker) -> pipeline.CpuMeter:  # fmt: skip
+              broker: KafkaBroker | None) -> pipeline.CpuMeter:  # fmt: skip
+    """``broker`` None: an external broker, not measured (its column stays 0)."""
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-    broker_pid = broker.pid or 0
-    return pipeline.CpuMeter({
+    readers = {
         "worker": lambda: pipeline.process_cpu_s(worker.pid),
         "api": lambda: pipeline.process_cpu_s(api.pid),
         "Postgres": lambda: pipeline.tree_cpu_s(postmaster),
-        "broker": lambda: pipeline.process_cpu_s(broker_pid),
-    })  # fmt: skip
+    }
+    if broker is not None and broker.pid:
+        broker_pid = broker.pid
+        readers["broker"] = lambda: pipeline.process_cpu_s(broker_pid)
+    return pipeline.CpuMeter(readers)
 
 
 # --------------------------------------------------------------------------------------------- verdict
@@ -368,12 +372,16 @@ async def soak(args: argparse.Namespace, api: pipeline.ServiceProcess, worker: p
     return series, sender
 
 
+def broker_name(args: argparse.Namespace) -> str:
+    return f"Kafka at {args.bootstrap}" if args.bootstrap else "the bundled tansu broker (memory storage)"
+
+
 def render(args: argparse.Namespace, series: Series, sender: Sender, plot_name: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## Soak, {when}",
         "",
-        f"Machine: `nproc` = 2, {platform.platform()}, Python {platform.python_version()}; tansu broker (memory), "
+        f"Machine: `nproc` = 2, {platform.platform()}, Python {platform.python_version()}; {broker_name(args)}, "
         "Postgres with fsync off; one `api` process, one `worker` process (every worker kind), the receiver in "
         f"its own process. `python bench/soak.py --minutes {args.minutes:g} --rate {args.rate:g} "
         f"--policies {args.policies} --window {args.window:g}`: Distribution push notifications → ingress → "
@@ -392,11 +400,14 @@ def render(args: argparse.Namespace, series: Series, sender: Sender, plot_name: 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-soak-")))
-    broker = stack.enter_context(KafkaBroker())
+    broker = None if args.bootstrap else stack.enter_context(KafkaBroker())
+    bootstrap = args.bootstrap or (broker.bootstrap if broker else "")
     pg = stack.enter_context(PostgresServer())
     database_url = pg.create_database("soak")
     receiver = stack.enter_context(SoakReceiver(workdir / "receiver.log"))
-    env = triggers.service_env(database_url, broker.bootstrap, workdir, None)
+    env = triggers.service_env(database_url, bootstrap, workdir, None)
+    if args.bootstrap:
+        env["RW_KAFKA_IDEMPOTENCE"] = "true"  # Apache Kafka: the production setting
     subprocess.run([sys.executable, "-m", "workers", "migrate"], env=env, check=True, cwd=pipeline.REPO_ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     api = stack.enter_context(pipeline.start_service(["api"], env, workdir, "api"))
@@ -414,6 +425,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=500.0, help="notifications per second")
     parser.add_argument("--policies", type=int, default=100, help="webhook policies (one namespace each)")
+    parser.add_argument("--bootstrap", default="", help="an Apache Kafka to use instead of the bundled broker")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per row of the series")
     parser.add_argument("--output", type=Path, default=pipeline.RESULTS_DIR / "soak.md")
     parser.add_argument("--serve-receiver", type=int, metavar="PORT", help=argparse.SUPPRESS)

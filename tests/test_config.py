@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from workers.bootstrap import ensure_credentials
-from workers.config import ConfigError, load_settings
+from workers.config import ENV_KEYS, ConfigError, load_settings
 
 
 def test_defaults_without_any_configuration(tmp_path: Path) -> None:
@@ -97,3 +97,13 @@ def test_configured_credentials_win_and_half_a_key_is_refused(tmp_path: Path) ->
     settings = ensure_credentials(load_settings(None, env), io.StringIO())
     assert (settings.ingress_token, settings.admin_access_key, settings.admin_secret_key) == ("tok", "AK", "SK")
     assert not (tmp_path / "credentials.json").exists()
+
+
+def test_every_environment_setting_is_in_the_readme_table() -> None:
+    """Each ``RW_*`` variable has a row naming it and its YAML key in the README's settings table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `RW_")}
+    missing = [name for name in ENV_KEYS if name not in rows]
+    assert not missing, f"not documented in the README: {missing}"
+    wrong = [name for name, key in ENV_KEYS.items() if f"`{key}`" not in rows[name]]
+    assert not wrong, f"README rows without their YAML key: {wrong}"
