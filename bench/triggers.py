@@ -751,6 +751,7 @@ def setup_lines(report: Report) -> list[str]:
     lane_limit = "" if args.lane_limit is None else f" --lane-limit {args.lane_limit}"
     lane_limit += "".join(f" --set {setting}" for setting in args.set)
     lane_limit += f" --kinds {args.kinds}" if args.kinds else ""
+    lane_limit += " --split" if args.split else ""
     return [
         f"Machine: `nproc` = {os.cpu_count()}, {platform.platform()}, Python {platform.python_version()}; "
         f"tansu broker (memory), Postgres with fsync off; {service_shape(args)}; the receiver in its own process.",
