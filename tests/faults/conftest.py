@@ -5,10 +5,14 @@ Run it alone with ``make faults`` (or ``pytest tests/faults``); CI runs it with 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.service import RunningService
+from workers.db.engine import create_engine
 
 COLUMNS = ("sent", "applied", "dead_lettered", "duplicates", "lost")
 
@@ -53,3 +57,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fault-injection scenarios")
     for line in report_table(sorted(_REPORTED, key=lambda row: row.scenario)):
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+async def engine(service: RunningService) -> AsyncIterator[AsyncEngine]:
+    """The database of the scenario's ``service`` (each scenario module defines its own service)."""
+    engine = create_engine(service.settings.database_url)
+    yield engine
+    await engine.dispose()

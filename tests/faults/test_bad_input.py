@@ -52,7 +52,6 @@ from tests.support.service import (
 )
 from tests.support.services import KafkaBroker
 from tests.support.swr_http import signed
-from workers.db.engine import create_engine
 from workers.runtime.kafka import Topics
 
 NEVER = "0 0 1 1 *"  # schedules that would otherwise produce commands while the corpus runs
@@ -81,13 +80,6 @@ async def service(kafka: KafkaBroker, postgres_url: str, topic_prefix: str) -> A
     )
     async with running_service(settings) as running:
         yield running
-
-
-@pytest.fixture
-async def engine(service: RunningService) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(service.settings.database_url)
-    yield engine
-    await engine.dispose()
 
 
 def aksk_headers(base_url: str, method: str, path: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:

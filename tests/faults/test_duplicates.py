@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.faults.conftest import ScenarioCounts
+from tests.faults.corpus import trigger_body
 from tests.faults.duplicate_events import (
     COPIES,
     REGISTRY,
@@ -52,7 +53,6 @@ from tests.support.service import (
 )
 from tests.support.services import KafkaBroker
 from tests.support.swr_http import signed
-from workers.db.engine import create_engine
 from workers.runtime.kafka import Topics
 
 REGION = "region-a"
@@ -111,13 +111,6 @@ async def service(
         yield running
 
 
-@pytest.fixture
-async def engine(service: RunningService) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(service.settings.database_url)
-    yield engine
-    await engine.dispose()
-
-
 async def create_policy(service: RunningService, namespace: str, address: str, **extra: Any) -> int:
     body = {
         "name": f"notify-{namespace}",
@@ -132,20 +125,7 @@ async def create_policy(service: RunningService, namespace: str, address: str, *
 
 
 async def create_trigger(service: RunningService) -> None:
-    body = {
-        "action": "update",
-        "app_type": "deployments",
-        "application": "web",
-        "cluster_id": "c1",
-        "cluster_name": "prod",
-        "cluster_ns": "default",
-        "condition": ";".join(f"v{i}" for i in ROLLED_OUT),
-        "container": "",
-        "enable": "true",
-        "name": "redeploy",
-        "trigger_mode": "cce",
-        "trigger_type": "tag",
-    }
+    body = trigger_body() | {"condition": ";".join(f"v{i}" for i in ROLLED_OUT), "trigger_type": "tag"}
     status, answer = await signed(service.url, "POST", TRIGGERS, body)
     assert status == 201, answer
 
