@@ -47,7 +47,8 @@ class Artifact(Base):
     __table_args__ = (
         UniqueConstraint("region", "name", "ref"),
         Index("ix_artifacts_listing", "region", "namespace", "repository", "kind"),
-        Index("ix_artifacts_digest", "region", "name", "digest"),
+        # Digest first: (region, name) lookups belong to the unique key (see migration 0011).
+        Index("ix_artifacts_digest", "digest", "region", "name"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)

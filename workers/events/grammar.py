@@ -17,6 +17,7 @@ DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+$")
 # Registered algorithms (OCI image-spec, go-digest) have a fixed length of lower-case hex.
 REGISTERED_DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _LOWER_HEX = re.compile(r"^[a-f0-9]+$")
+SHA256_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 MAX_NAME_LENGTH = 255
 
 # Docker Hub's convention: a single-segment repository lives in the "library" namespace.
@@ -32,6 +33,8 @@ def is_tag(value: str) -> bool:
 
 
 def is_digest(value: str) -> bool:
+    if SHA256_DIGEST.fullmatch(value):  # nearly every digest: one match instead of three steps
+        return True
     if not DIGEST.fullmatch(value):
         return False
     algorithm, _, encoded = value.partition(":")
