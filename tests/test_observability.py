@@ -16,7 +16,6 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -267,7 +266,7 @@ async def test_a_dead_lettered_event_is_logged_with_its_event_id_and_repository(
     topics = Topics.from_prefix(topic_prefix)
     await ensure_topics(settings.kafka, kafka.bootstrap, topics)
     template = decode_event(EXAMPLE_EVENT.read_bytes())
-    good, poison = replace(template, id="evt-good"), replace(template, id="evt-poison", name="team/poisoned")
+    good, poison = template._replace(id="evt-good"), template._replace(id="evt-poison", name="team/poisoned")
     handled: list[str] = []
 
     async def handle(events: Sequence[ImageEvent]) -> None:
