@@ -8,7 +8,7 @@ full repository name so that every event of one repository lands on one partitio
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
@@ -136,7 +136,7 @@ def _from_document(doc: dict[str, Any]) -> ImageEvent:
         digest=digest,
         media_type=_optional_string(doc, "media_type"),
         size=size,
-        occurred_at=occurred_at if occurred_at.utcoffset() == _ZERO else occurred_at.astimezone(UTC),
+        occurred_at=occurred_at if occurred_at.tzinfo is UTC else occurred_at.astimezone(UTC),
         actor=_optional_string(doc, "actor"),
     )
 
@@ -144,7 +144,6 @@ def _from_document(doc: dict[str, Any]) -> ImageEvent:
 _SOURCES = {member.value: member for member in Source}
 _ACTIONS = {member.value: member for member in Action}
 _KINDS = {member.value: member for member in ArtifactKind}
-_ZERO = timedelta(0)
 _E = TypeVar("_E", bound=StrEnum)
 
 
