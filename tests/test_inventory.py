@@ -103,6 +103,17 @@ async def test_pull_moves_pulled_at_forward_only(engine: AsyncEngine) -> None:
     assert pulled == T0 + timedelta(seconds=5)
 
 
+async def test_blob_pull_is_history_only(engine: AsyncEngine) -> None:
+    blob = {"digest": BLOB, "kind": ArtifactKind.BLOB}
+    pushes = [ev(Action.PUSH, tag="a", at=1), ev(Action.PUSH, at=1, **blob)]
+    await apply(engine, pushes, [ev(Action.PULL, tag="a", at=5), ev(Action.PULL, at=5, **blob)])
+    async with session_factory(engine)() as session:
+        pulled = dict((await session.execute(select(Artifact.ref, Artifact.pulled_at))).all())
+        recorded = (await session.execute(select(ImageEventRecord.id).where(ImageEventRecord.digest == BLOB))).all()
+    assert pulled == {"a": T0 + timedelta(seconds=5), D1: T0 + timedelta(seconds=5), BLOB: None}
+    assert len(recorded) == 2  # the blob's push and pull are both in the history
+
+
 async def test_redelivered_batches_converge_and_history_is_unique(engine: AsyncEngine) -> None:
     events = [ev(Action.PUSH, tag=f"t{i % 7}", digest=(D1, D2)[i % 2], at=i) for i in range(40)]
     await apply(engine, events)

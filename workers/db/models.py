@@ -17,8 +17,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from workers.db.types import BigIntId, UtcDateTime
 
@@ -35,6 +37,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# Tag rows are exactly the rows with a tag (``kind = 'tag'``). The partial indexes use this
+# predicate, and queries for tags select with ``is_tag_row`` so the planner can use them (a
+# ``kind = $1`` parameter would not prove the predicate to a generic plan).
+TAG_ROWS_ONLY: dict[str, Any] = {"postgresql_where": text("tag IS NOT NULL"), "sqlite_where": text("tag IS NOT NULL")}
+
+
+def is_tag_row(tag: ColumnElement[str | None] | Mapped[str | None]) -> ColumnElement[bool]:
+    """``tag`` is the ``artifacts.tag`` column of a table, model or alias: selects tag rows."""
+    return tag.is_not(None)
+
+
 class Artifact(Base):
     """What one region's registry holds: one row per tag and one per manifest or blob digest.
 
@@ -46,9 +59,11 @@ class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (
         UniqueConstraint("region", "name", "ref"),
-        Index("ix_artifacts_listing", "region", "namespace", "repository", "kind"),
+        # Both secondary indexes hold tag rows only (see migration 0012): only tags are listed
+        # or looked up by digest, and blob and manifest rows, most of the table, skip them.
+        Index("ix_artifacts_listing", "region", "namespace", "repository", **TAG_ROWS_ONLY),
         # Digest first: (region, name) lookups belong to the unique key (see migration 0011).
-        Index("ix_artifacts_digest", "digest", "region", "name"),
+        Index("ix_artifacts_digest", "digest", "region", "name", **TAG_ROWS_ONLY),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)

@@ -7,7 +7,10 @@ store can apply a whole batch with a handful of set-based statements:
 - a tagless push writes a manifest digest row (a child of an index) or a blob row;
 - a delete with a tag marks that tag deleted; a delete of a digest marks the digest row
   and, in the store, every tag that still points at it (Distribution deletes by digest);
-- a pull only moves ``pulled_at`` forward.
+- a pull of a manifest only moves ``pulled_at`` of its tag and digest rows forward; a pull of
+  a blob changes no row (nothing reads a blob's pull time: pull-based retention looks at tags
+  and manifests), which spares the database its most frequent update. Its history row is
+  written all the same.
 
 Within a batch the newest push or delete of a row wins (the later one of equal times), as the
 store decides across batches by comparing ``event_at``: a late duplicate never overwrites
@@ -112,6 +115,8 @@ def _keep_newest(changes: InventoryChanges, write: RowWrite) -> None:
 
 
 def _fold_pull(changes: InventoryChanges, event: ImageEvent) -> None:
+    if event.kind is ArtifactKind.BLOB:
+        return
     for ref in (event.tag, event.digest):
         if ref:
             key = (event.region, event.name, ref)

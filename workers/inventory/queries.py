@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, and_, asc, case, desc, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workers.db.models import Artifact
+from workers.db.models import Artifact, is_tag_row
 
 A = Artifact.__table__.c
 
@@ -53,8 +53,8 @@ REPO_ORDER = {"name": "name", "updated_time": "updated_at", "updated_at": "updat
 TAG_ORDER = {"created": "pushed_at", "updated": "updated_at", "tag": "tag", "name": "tag"}
 
 
-def _live(kind: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    return (A.kind == kind, A.deleted_at.is_(None))
+def _live_tags() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return (is_tag_row(A.tag), A.deleted_at.is_(None))
 
 
 async def list_repositories(
@@ -125,7 +125,7 @@ async def _tags_of(
     names = {repo for _, repo in repos}
     stmt = (
         select(A.namespace, A.repository, A.tag)
-        .where(A.region == region, A.namespace.in_(namespaces), A.repository.in_(names), *_live("tag"))
+        .where(A.region == region, A.namespace.in_(namespaces), A.repository.in_(names), *_live_tags())
         .order_by(A.tag)
     )
     result: dict[tuple[str, str], list[str]] = {}
@@ -146,7 +146,7 @@ async def list_tags(
 ) -> tuple[int, list[TagRow]]:
     """Live tags of one repository, and the total count before paging."""
     base: Select[tuple[int]] = select(A.id).where(
-        A.region == region, A.namespace == namespace, A.repository == repository, *_live("tag")
+        A.region == region, A.namespace == namespace, A.repository == repository, *_live_tags()
     )
     if tag_contains:
         base = base.where(A.tag.contains(tag_contains, autoescape=True))

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Table, and_, bindparam, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workers.db.models import Artifact, ImageEventRecord
+from workers.db.models import Artifact, ImageEventRecord, is_tag_row
 from workers.db.upsert import insert_for
 from workers.events.model import ImageEvent
 from workers.inventory.core import InventoryChanges, RowWrite, fold_events
@@ -119,7 +119,7 @@ async def _delete_tags_of_digests(session: AsyncSession, changes: InventoryChang
                 ARTIFACTS.c.region == bindparam("b_region"),
                 ARTIFACTS.c.name == bindparam("b_name"),
                 ARTIFACTS.c.digest == bindparam("b_digest"),
-                ARTIFACTS.c.kind == "tag",
+                is_tag_row(ARTIFACTS.c.tag),
                 ARTIFACTS.c.deleted_at.is_(None),
                 ARTIFACTS.c.event_at <= bindparam("b_at"),
             )

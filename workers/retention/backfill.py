@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workers.db.models import Artifact
+from workers.db.models import Artifact, is_tag_row
 from workers.events import grammar
 from workers.inventory.core import InventoryChanges, RowWrite
 from workers.inventory.store import apply_changes
@@ -157,7 +157,7 @@ async def _repositories(
     if repository is not None:
         return [f"{namespace}/{repository}"]
     listed = set(await client.catalog())
-    query = select(Artifact.name).where(Artifact.region == region, Artifact.kind == "tag").distinct()
+    query = select(Artifact.name).where(Artifact.region == region, is_tag_row(Artifact.tag)).distinct()
     if namespace is not None:
         query = query.where(Artifact.namespace == namespace)
     async with sessions() as session:
@@ -248,7 +248,7 @@ async def _created(client: RegistryClient, name: str, digest: str, slots: asynci
 async def _known_tags(session: AsyncSession, region: str, name: str) -> dict[str, KnownTag]:
     rows = await session.execute(
         select(Artifact.ref, Artifact.digest, Artifact.deleted_at, Artifact.event_at).where(
-            Artifact.region == region, Artifact.name == name, Artifact.kind == "tag"
+            Artifact.region == region, Artifact.name == name, is_tag_row(Artifact.tag)
         )
     )
     return {ref: KnownTag(digest, deleted is None, at) for ref, digest, deleted, at in rows.all()}

@@ -39,6 +39,7 @@ from workers.db.models import (
     RetentionPolicy,
     RetentionRun,
     RetentionTrash,
+    is_tag_row,
 )
 from workers.iam.audit import TAG_DELETED, record_system_actions, system_action_row
 from workers.logs import bind_log_context, log_context
@@ -69,7 +70,7 @@ async def load_snapshot(session: AsyncSession, region: str, namespace: str, repo
     query = (
         select(tags.repository, tags.tag, tags.digest, tags.pushed_at, tags.pulled_at, digests.pulled_at)
         .outerjoin(digests, and_(digests.region == tags.region, digests.name == tags.name, digests.ref == tags.digest))
-        .where(tags.region == region, tags.namespace == namespace, tags.kind == "tag", tags.deleted_at.is_(None))
+        .where(tags.region == region, tags.namespace == namespace, is_tag_row(tags.tag), tags.deleted_at.is_(None))
     )
     if repository is not None:
         query = query.where(tags.repository == repository)
