@@ -521,7 +521,7 @@ class CpuMeter:
 
 def service_env(database_url: str, bootstrap: str, prefix: str, workdir: Path) -> dict[str, str]:
     """The caller's environment without any ``RW_*``, plus this run's service settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RW_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RW_") or k.startswith("RW_WORKER_")}
     data_dir = workdir / f"data-{prefix}"
     data_dir.mkdir(parents=True, exist_ok=True)
     env.update({

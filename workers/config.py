@@ -230,7 +230,7 @@ class WorkerSettings(_Frozen):
     """Tunables of the consumer runtime shared by every worker kind."""
 
     max_batch: int = Field(default=500, ge=1, le=100_000)
-    concurrency: int = Field(default=2, ge=1, le=64)  # batches in flight per worker kind
+    concurrency: int = Field(default=4, ge=1, le=64)  # batches in flight per worker kind
     max_buffered_per_partition: int = Field(default=2_000, ge=1)
     commit_interval_ms: int = Field(default=500, ge=10)
     drain_timeout_s: float = Field(default=20.0, gt=0)
