@@ -1,10 +1,16 @@
-"""Postgres fast path of the inventory store: each statement carries a whole batch as arrays.
+"""Postgres fast path of the inventory store: each statement carries a whole batch, a column a parameter.
 
 Same semantics as ``store.py`` (whose SQLAlchemy statements serve SQLite); this module exists
 for speed. SQLAlchemy's ``executemany`` on asyncpg sends one row per database message, so a
 500-event batch cost ~1,000 messages and most of both cores. Here every statement is one
-``INSERT … SELECT FROM unnest($1::varchar[], …)`` or ``UPDATE … FROM unnest(…)``: five messages a
-batch, encoded by asyncpg's binary codecs, with the statements prepared once per connection.
+``INSERT … SELECT`` or ``UPDATE … FROM`` over the batch's rows: five messages a batch, with the
+statements prepared once per connection.
+
+Each column travels as ONE ``json`` text parameter (a JSON array, ``null`` for SQL NULL, times
+as RFC 3339 strings), zipped back into rows by ``ROWS FROM (json_array_elements_text(…), …)``.
+orjson writes such an array in C; asyncpg's binary array encoder, used before, checks every
+element against an abstract base class in Python. Measured on the history insert, batches of
+495: 6.9 → 2.2 µs of worker CPU per event, for 0.4 µs more in Postgres.
 
 The statements run in order inside one transaction on the pooled asyncpg connection, so a
 digest delete sees the tags pushed earlier in the same batch, exactly as on SQLite.
@@ -16,28 +22,51 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.events.model import ImageEvent
 from workers.inventory.core import InventoryChanges, RowWrite, fold_events
 
-INSERT_HISTORY = """
+
+def rows_from(columns: str, *, first: int = 1) -> str:
+    """``ROWS FROM`` one JSON-array parameter per column, numbered from ``$first``, as ``u(...)``.
+
+    ``columns`` is a space-separated list of names; the rows' values are text (cast in the
+    select list where a column is not).
+    """
+    names = columns.split()
+    arrays = ", ".join(f"json_array_elements_text(${first + i}::json)" for i in range(len(names)))
+    return f"ROWS FROM ({arrays}) AS u({', '.join(names)})"
+
+
+def json_columns(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
+    """``rows`` (tuples of ``width`` values) as one JSON array per column, for :func:`rows_from`."""
+    return [orjson.dumps([row[i] for row in rows]).decode() for i in range(width)]
+
+
+def _json_column(values: list[Any]) -> str:
+    return orjson.dumps(values).decode()
+
+
+INSERT_HISTORY = f"""
 INSERT INTO image_events (id, source, region, action, kind, name, tag, digest, actor, occurred_at, recorded_at)
-SELECT u.*, $10::timestamptz
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
-            $7::varchar[], $8::varchar[], $9::varchar[], $11::timestamptz[])
-  AS u(id, source, region, action, kind, name, tag, digest, actor, occurred_at)
+SELECT u.id, u.source, u.region, u.action, u.kind, u.name, u.tag, u.digest, u.actor, u.occurred_at::timestamptz,
+       $11::timestamptz
+FROM {rows_from("id source region action kind name tag digest actor occurred_at")}
 ON CONFLICT (id) DO NOTHING
 """
+
+# RowWrite's fields up to ``event_at``, in order: the upserts' parameters $1..$11.
+_WRITE_WIDTH = RowWrite._fields.index("event_at") + 1
+_WRITE_COLUMNS = " ".join(RowWrite._fields[:_WRITE_WIDTH])
 
 _UPSERT = """
 INSERT INTO artifacts (region, name, namespace, repository, ref, kind, tag, digest, media_type, size,
                        pushed_at, deleted_at, event_at, updated_at)
-SELECT u.region, u.name, u.namespace, u.repository, u.ref, u.kind, u.tag, u.digest, u.media_type, u.size,
-       {pushed_at}, {deleted_at}, u.event_at, $12::timestamptz
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
-            $7::varchar[], $8::varchar[], $9::varchar[], $10::bigint[], $11::timestamptz[])
-  AS u(region, name, namespace, repository, ref, kind, tag, digest, media_type, size, event_at)
+SELECT u.region, u.name, u.namespace, u.repository, u.ref, u.kind, u.tag, u.digest, u.media_type, u.size::bigint,
+       {pushed_at}, {deleted_at}, u.event_at::timestamptz, $12::timestamptz
+FROM {rows}
 ON CONFLICT (region, name, ref) DO UPDATE SET {assignments}
 WHERE artifacts.event_at <= excluded.event_at
 """
@@ -45,8 +74,9 @@ WHERE artifacts.event_at <= excluded.event_at
 
 def _upsert_statement(*, deleted: bool, columns: Sequence[str]) -> str:
     return _UPSERT.format(
-        pushed_at="NULL::timestamptz" if deleted else "u.event_at",
-        deleted_at="u.event_at" if deleted else "NULL::timestamptz",
+        pushed_at="NULL::timestamptz" if deleted else "u.event_at::timestamptz",
+        deleted_at="u.event_at::timestamptz" if deleted else "NULL::timestamptz",
+        rows=rows_from(_WRITE_COLUMNS),
         assignments=", ".join(f"{column} = excluded.{column}" for column in columns),
     )
 
@@ -58,10 +88,10 @@ UPSERT_PUSHES = _upsert_statement(
 )
 UPSERT_DELETES = _upsert_statement(deleted=True, columns=("deleted_at", "event_at", "updated_at"))
 
-DELETE_TAGS_OF_DIGESTS = """
+DELETE_TAGS_OF_DIGESTS = f"""
 UPDATE artifacts AS a SET deleted_at = t.at, event_at = t.at, updated_at = $5::timestamptz
-FROM (SELECT x.id, u.at
-      FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::timestamptz[]) AS u(region, name, digest, at),
+FROM (SELECT x.id, u.at::timestamptz AS at
+      FROM {rows_from("region name digest at")},
            LATERAL (SELECT y.id FROM artifacts y
                     WHERE y.region = u.region AND y.name = u.name AND y.digest = u.digest
                       AND y.tag IS NOT NULL) AS x) AS t
@@ -74,10 +104,10 @@ WHERE a.id = t.id AND a.deleted_at IS NULL AND a.event_at <= t.at
 # lookup, so plan each execution with its real parameters.
 INDEX_LOOKUPS_ONLY = "SET LOCAL plan_cache_mode = force_custom_plan"
 
-RECORD_PULLS = """
+RECORD_PULLS = f"""
 UPDATE artifacts AS a SET pulled_at = t.at
-FROM (SELECT x.id, u.at
-      FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::timestamptz[]) AS u(region, name, ref, at),
+FROM (SELECT x.id, u.at::timestamptz AS at
+      FROM {rows_from("region name ref at")},
            LATERAL (SELECT y.id FROM artifacts y
                     WHERE y.region = u.region AND y.name = u.name AND y.ref = u.ref) AS x) AS t
 WHERE a.id = t.id AND (a.pulled_at IS NULL OR a.pulled_at < t.at)
@@ -85,7 +115,7 @@ WHERE a.id = t.id AND (a.pulled_at IS NULL OR a.pulled_at < t.at)
 
 
 class PostgresInventoryWriter:
-    """Writes a batch's history and inventory in one transaction of five array statements.
+    """Writes a batch's history and inventory in one transaction of up to five statements.
 
     Called by the inventory worker once per batch; may block on the database. Raises asyncpg's
     or SQLAlchemy's connection errors (all in ``TRANSIENT_DB_ERRORS``) when Postgres is away.
@@ -109,17 +139,17 @@ async def _insert_history(driver: Any, events: Sequence[ImageEvent], now: dateti
     if unique:
         await driver.execute(
             INSERT_HISTORY,
-            [e.id for e in unique],
-            [e.source.value for e in unique],
-            [e.region for e in unique],
-            [e.action.value for e in unique],
-            [e.kind.value for e in unique],
-            [e.name for e in unique],
-            [e.tag for e in unique],
-            [e.digest for e in unique],
-            [e.actor for e in unique],
+            _json_column([e.id for e in unique]),
+            _json_column([e.source for e in unique]),  # enums serialise as their values
+            _json_column([e.region for e in unique]),
+            _json_column([e.action for e in unique]),
+            _json_column([e.kind for e in unique]),
+            _json_column([e.name for e in unique]),
+            _json_column([e.tag for e in unique]),
+            _json_column([e.digest for e in unique]),
+            _json_column([e.actor for e in unique]),
+            _json_column([e.occurred_at for e in unique]),
             now,
-            [e.occurred_at for e in unique],
         )
 
 
@@ -132,31 +162,16 @@ async def _apply_changes(driver: Any, changes: InventoryChanges, now: datetime) 
         for d in changes.digest_deletions:
             key = (d.region, d.name, d.digest)
             latest[key] = max(latest.get(key, d.at), d.at)
-        await driver.execute(DELETE_TAGS_OF_DIGESTS, *_columns(latest, 3), list(latest.values()), now)
+        await driver.execute(DELETE_TAGS_OF_DIGESTS, *_keyed_columns(latest), now)
     if changes.pulls:
-        await driver.execute(RECORD_PULLS, *_columns(changes.pulls, 3), list(changes.pulls.values()))
+        await driver.execute(RECORD_PULLS, *_keyed_columns(changes.pulls))
 
 
 async def _upsert(driver: Any, statement: str, writes: list[RowWrite], now: datetime) -> None:
     if writes:
-        await driver.execute(
-            statement,
-            [w.region for w in writes],
-            [w.name for w in writes],
-            [w.namespace for w in writes],
-            [w.repository for w in writes],
-            [w.ref for w in writes],
-            [w.kind for w in writes],
-            [w.tag for w in writes],
-            [w.digest for w in writes],
-            [w.media_type for w in writes],
-            [w.size for w in writes],
-            [w.event_at for w in writes],
-            now,
-        )
+        await driver.execute(statement, *json_columns(writes, _WRITE_WIDTH), now)
 
 
-def _columns(keyed: dict[tuple[str, str, str], Any], width: int) -> list[list[str]]:
-    """The key tuples of ``keyed`` as ``width`` parallel lists (one array parameter each)."""
-    keys = list(keyed)
-    return [[key[i] for key in keys] for i in range(width)]
+def _keyed_columns(keyed: dict[tuple[str, str, str], datetime]) -> list[str]:
+    """(region, name, ref-or-digest) → time, as four JSON-array parameters."""
+    return json_columns([(*key, at) for key, at in keyed.items()], 4)
