@@ -12,6 +12,11 @@ orjson writes such an array in C; asyncpg's binary array encoder, used before, c
 element against an abstract base class in Python. Measured on the history insert, batches of
 495: 6.9 → 2.2 µs of worker CPU per event, for 0.4 µs more in Postgres.
 
+History rows are COPYed (binary, one multi-row insert in Postgres: 9-11 → 5.5-6 µs of server
+CPU per event, for ~2 µs more in the worker) inside a savepoint; if one of the events is
+recorded already (a redelivered batch, a registry's retry), the copy is undone and the batch is
+inserted with ``ON CONFLICT DO NOTHING`` instead.
+
 The statements run in order inside one transaction on the pooled asyncpg connection, so a
 digest delete sees the tags pushed earlier in the same batch, exactly as on SQLite.
 """
@@ -23,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from asyncpg.exceptions import UniqueViolationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.events.model import ImageEvent
@@ -45,10 +51,12 @@ def json_columns(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
     return [orjson.dumps([row[i] for row in rows]).decode() for i in range(width)]
 
 
-def _json_column(values: list[Any]) -> str:
-    return orjson.dumps(values).decode()
+HISTORY_COLUMNS = (
+    *("id", "source", "region", "action", "kind", "name", "tag", "digest", "actor"),
+    *("occurred_at", "recorded_at"),
+)
 
-
+# The history of a batch some of whose events are recorded already.
 INSERT_HISTORY = f"""
 INSERT INTO image_events (id, source, region, action, kind, name, tag, digest, actor, occurred_at, recorded_at)
 SELECT u.id, u.source, u.region, u.action, u.kind, u.name, u.tag, u.digest, u.actor, u.occurred_at::timestamptz,
@@ -135,22 +143,18 @@ class PostgresInventoryWriter:
 
 
 async def _insert_history(driver: Any, events: Sequence[ImageEvent], now: datetime) -> None:
-    unique = list({event.id: event for event in events}.values())
-    if unique:
-        await driver.execute(
-            INSERT_HISTORY,
-            _json_column([e.id for e in unique]),
-            _json_column([e.source for e in unique]),  # enums serialise as their values
-            _json_column([e.region for e in unique]),
-            _json_column([e.action for e in unique]),
-            _json_column([e.kind for e in unique]),
-            _json_column([e.name for e in unique]),
-            _json_column([e.tag for e in unique]),
-            _json_column([e.digest for e in unique]),
-            _json_column([e.actor for e in unique]),
-            _json_column([e.occurred_at for e in unique]),
-            now,
-        )
+    unique = {event.id: event for event in events}.values()
+    rows = [
+        (e.id, e.source, e.region, e.action, e.kind, e.name, e.tag, e.digest, e.actor, e.occurred_at, now)
+        for e in unique
+    ]
+    if not rows:
+        return
+    try:
+        async with driver.transaction():  # a savepoint: a duplicate undoes the copy, not the batch
+            await driver.copy_records_to_table("image_events", records=rows, columns=HISTORY_COLUMNS)
+    except UniqueViolationError:
+        await driver.execute(INSERT_HISTORY, *json_columns(rows, len(HISTORY_COLUMNS) - 1), now)
 
 
 async def _apply_changes(driver: Any, changes: InventoryChanges, now: datetime) -> None:
