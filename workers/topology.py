@@ -91,6 +91,7 @@ def inventory_flow(deps: FlowDependencies) -> Flow[Any]:
         handle=InventoryRecorder(deps.engine, deps.clock),
         transient=TRANSIENT_DB_ERRORS,
         describe="records pushes, deletes and pulls into the artifacts inventory",
+        concurrency=deps.settings.worker.inventory_concurrency,
     ).erased()
 
 
