@@ -39,6 +39,7 @@ from huaweicloudsdkswr.v2 import (
     TriggerConfig,
     TriggerSetting,
 )
+from sqlalchemy import func, select
 
 from tests.support import oci
 from tests.support.metrics import sample
@@ -53,6 +54,9 @@ from tests.support.service import (
 from tests.support.services import DistributionRegistry, KafkaBroker, free_port
 from tests.support.swr_http import signed
 from workers import cli
+from workers.db.engine import create_engine
+from workers.db.models import ScheduleSlot
+from workers.maintenance.commands import RECONCILE_REPLICATION
 
 B_AUTH = ("replicator", "b-secret")
 
@@ -92,7 +96,29 @@ async def service(
         postgres_url, kafka.bootstrap, topic_prefix, listen=f"127.0.0.1:{listen_port}", regions=regions
     )
     async with running_service(settings) as running:
+        await start_up_schedules_done(running)
         yield running
+
+
+async def start_up_schedules_done(service: RunningService, limit_s: float = 30.0) -> None:
+    """Wait for the reconcile a fresh service runs at start-up (its schedule's latest slot).
+
+    Left running, it can pick up a rule a test has just created and queue that test's repairs
+    itself, so the test's own reconcile would find them in flight and queue nothing.
+    """
+    engine = create_engine(service.settings.database_url)
+    reconcile_slots = select(func.count()).where(ScheduleSlot.job == RECONCILE_REPLICATION)
+    pending = select(func.count()).where(ScheduleSlot.completed_at.is_(None))
+    deadline = asyncio.get_running_loop().time() + limit_s
+    try:
+        while True:
+            async with engine.connect() as connection:
+                if await connection.scalar(reconcile_slots) and not await connection.scalar(pending):
+                    return
+            assert asyncio.get_running_loop().time() < deadline, "start-up schedules did not complete"
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
 
 
 async def jobs_until_final(client: Any, repository: str, count: int, limit_s: float = 30.0) -> list[Any]:
