@@ -35,14 +35,14 @@ from workers.events.model import ImageEvent
 from workers.inventory.core import InventoryChanges, RowWrite, fold_events
 
 
-def rows_from(columns: str, *, first: int = 1) -> str:
-    """``ROWS FROM`` one JSON-array parameter per column, numbered from ``$first``, as ``u(...)``.
+def rows_from(columns: str) -> str:
+    """``ROWS FROM`` one JSON-array parameter per column, ``$1`` onwards, as ``u(...)``.
 
     ``columns`` is a space-separated list of names; the rows' values are text (cast in the
     select list where a column is not).
     """
     names = columns.split()
-    arrays = ", ".join(f"json_array_elements_text(${first + i}::json)" for i in range(len(names)))
+    arrays = ", ".join(f"json_array_elements_text(${i}::json)" for i in range(1, len(names) + 1))
     return f"ROWS FROM ({arrays}) AS u({', '.join(names)})"
 
 
@@ -51,10 +51,10 @@ def json_columns(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
     return [orjson.dumps([row[i] for row in rows]).decode() for i in range(width)]
 
 
-HISTORY_COLUMNS = (
-    *("id", "source", "region", "action", "kind", "name", "tag", "digest", "actor"),
-    *("occurred_at", "recorded_at"),
-)
+# The event's columns travel as JSON arrays ($1..$10); ``recorded_at`` is one value, the batch's.
+_EVENT_COLUMNS = "id source region action kind name tag digest actor occurred_at"
+_EVENT_WIDTH = len(_EVENT_COLUMNS.split())
+HISTORY_COLUMNS = (*_EVENT_COLUMNS.split(), "recorded_at")
 
 # A COPY costs two more round trips (the savepoint) than an INSERT: it pays from a few dozen
 # rows. Small batches (a lightly loaded worker writes a few events at a time) keep the INSERT.
@@ -65,7 +65,7 @@ INSERT_HISTORY = f"""
 INSERT INTO image_events (id, source, region, action, kind, name, tag, digest, actor, occurred_at, recorded_at)
 SELECT u.id, u.source, u.region, u.action, u.kind, u.name, u.tag, u.digest, u.actor, u.occurred_at::timestamptz,
        $11::timestamptz
-FROM {rows_from("id source region action kind name tag digest actor occurred_at")}
+FROM {rows_from(_EVENT_COLUMNS)}
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -156,7 +156,7 @@ async def _insert_history(driver: Any, events: Sequence[ImageEvent], now: dateti
         return
     if len(rows) >= COPY_FROM_ROWS and await _copied(driver, rows):
         return
-    await driver.execute(INSERT_HISTORY, *json_columns(rows, len(HISTORY_COLUMNS) - 1), now)
+    await driver.execute(INSERT_HISTORY, *json_columns(rows, _EVENT_WIDTH), now)
 
 
 async def _copied(driver: Any, rows: list[tuple[Any, ...]]) -> bool:
