@@ -53,21 +53,36 @@ class ServiceStartError(RuntimeError):
 
 
 _handed_out: set[int] = set()
+LISTEN_PORTS_FROM = 20_000  # test listeners take ports from here up to the ephemeral range
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago and not handed out before by this process.
+    """A TCP port that is free now and not handed out before by this process.
 
-    The usual bind-to-0 race with other processes applies; within this process two callers
-    (a registry's HTTP and debug listeners, say) never get the same port.
+    Chosen below the kernel's ephemeral range: a port from that range (bind to 0) is also what
+    outgoing connections get, so a client socket could take it before the server binds it (seen
+    in CI). Below the range only listeners compete. Within this process two callers (a
+    registry's HTTP and debug listeners, say) never get the same port.
     """
+    low = _ephemeral_low()
     while True:
+        port = LISTEN_PORTS_FROM + secrets.randbelow(low - LISTEN_PORTS_FROM) if low > LISTEN_PORTS_FROM + 1000 else 0
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
         if port not in _handed_out:
             _handed_out.add(port)
             return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # unknown: let the kernel choose
 
 
 def _log_tail(path: Path, limit: int = 4000) -> str:
