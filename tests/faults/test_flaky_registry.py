@@ -142,8 +142,9 @@ async def test_flaky_registry_every_replication_ends_copied_or_failed(
         "Failed", 15, 14, 1,
     ), execution  # fmt: skip
     resumed = check_resumed(proxy.log[killed_at:])
+    # The first PUT of that layer is cut by the script; chaos may cut a retry of it too (arrival order decides).
     cut = [e for e in proxy.matching("PUT", layer_put) if e.fault and e.fault.startswith("reset")]
-    assert len(cut) == 1 and cut[0].status is None and cut[0].request_bytes == 256 * KiB, cut
+    assert cut and cut[0].status is None and cut[0].request_bytes == 256 * KiB, cut
     retried = sum(job.attempts for job in jobs if job.status == store.SUCCESS)
     fault_report.note = (
         f"proxy {len(proxy.log)} requests, injected {dict(sorted(proxy.injected.items()))} + 1 scripted "
