@@ -107,3 +107,45 @@ def test_every_environment_setting_is_in_the_readme_table() -> None:
     assert not missing, f"not documented in the README: {missing}"
     wrong = [name for name, key in ENV_KEYS.items() if f"`{key}`" not in rows[name]]
     assert not wrong, f"README rows without their YAML key: {wrong}"
+
+
+def readme_defaults() -> dict[str, str]:
+    """The settings table's ``key → default`` where both cells hold one plain value (``key`` | ``value``)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    defaults: dict[str, str] = {}
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) < 3 or not (cells[0] == "—" or cells[0].startswith("`RW_")):
+            continue
+        key, default = cells[1], cells[2]
+        if key.count("`") == default.count("`") == 2 and default.startswith("`") and default.endswith("`"):
+            defaults[key.strip("`")] = default.strip("`")
+    return defaults
+
+
+def states(stated: str, value: object) -> bool:
+    """Whether the README's ``stated`` default is ``value``, written as the table writes it."""
+    if isinstance(value, bool):
+        return stated == str(value).lower()
+    if isinstance(value, int | float):
+        return float(stated) == value
+    if isinstance(value, Path):
+        return Path(stated) == value
+    if isinstance(value, list | tuple):
+        return stated == json.dumps(list(value))
+    return stated == str(value)
+
+
+def test_the_readme_table_states_the_code_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, {})
+    documented = readme_defaults()
+    assert len(documented) > 30, documented  # the table was parsed
+    wrong = {}
+    for key, stated in documented.items():
+        value: object = settings
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not states(stated, value):
+            wrong[key] = (stated, value)
+    assert not wrong, f"README default differs from the code (stated, actual): {wrong}"

@@ -161,7 +161,7 @@ class TriggerSettings(_Frozen):
 class ReplicationSettings(_Frozen):
     """Copy jobs and reconciliation (YAML ``replication:``)."""
 
-    concurrency: int = Field(default=2, ge=1, le=64)  # jobs at once per worker process
+    concurrency: int = Field(default=4, ge=1, le=64)  # jobs at once per worker process
     job_timeout_s: float = Field(default=3600.0, gt=0)
     reconcile_cron: str = "7 * * * *"  # compare source and destination tags, repair drift
     # how long a job stays a worker's after its last progress report; a worker killed mid-copy
@@ -183,7 +183,7 @@ class RetentionSettings(_Frozen):
     grace_days: int = Field(default=7, ge=0)  # deleted manifests kept for restore
     rollback_window: int = Field(default=3, ge=0)  # previous digests per workload kept as in use
     deletions_per_second: float = Field(default=20.0, gt=0)  # per registry
-    concurrency: int = Field(default=2, ge=1, le=64)
+    concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("cron")
     @classmethod
